@@ -1,0 +1,330 @@
+// Package ingest serves the HTTP ingest API: it authenticates, decodes and
+// validates requests, and hands their events to the queue (or, with
+// optimization.enabled off, writes them straight to the sink).
+package ingest
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/event"
+)
+
+// Paths an accepted request can take; the 202 body names it.
+const (
+	PathQueue  = "queue"  // published to JetStream and acknowledged
+	PathDirect = "direct" // written to the sink synchronously (optimization.enabled: false)
+)
+
+// Publisher stores events durably and returns once they are acknowledged.
+type Publisher interface {
+	Publish(ctx context.Context, evs []event.Event) error
+}
+
+// Writer writes events straight to the sink, for the synchronous path.
+type Writer interface {
+	Write(ctx context.Context, evs []event.Event) (int, error)
+}
+
+// Settings are the live-tunable parameters of the handler.
+type Settings struct {
+	Limits         Limits
+	MaxBodyBytes   int64
+	PublishTimeout time.Duration
+	Keys           *Keys
+	Direct         bool // optimization.enabled is false: write to the sink synchronously
+}
+
+// SettingsFrom extracts the handler settings from a configuration.
+func SettingsFrom(cfg *config.Config) Settings {
+	return Settings{
+		Limits: Limits{
+			MaxEvents:     cfg.Ingest.MaxEventsPerRequest,
+			MaxEventBytes: cfg.Ingest.MaxEventBytes,
+			MaxDepth:      cfg.Ingest.MaxDepth,
+		},
+		MaxBodyBytes:   cfg.Ingest.MaxBodyBytes,
+		PublishTimeout: cfg.Ingest.PublishTimeout,
+		Keys:           NewKeys(cfg.Ingest.Auth.APIKeys),
+		Direct:         !cfg.Optimization.Enabled,
+	}
+}
+
+// Handler serves POST /v1/events.
+type Handler struct {
+	pub      Publisher
+	direct   Writer
+	newID    func() string
+	log      *zap.Logger
+	m        *metrics
+	settings atomic.Pointer[Settings]
+}
+
+// NewHandler returns a handler that publishes to pub, or writes to direct
+// when Settings.Direct is set. newID makes ids for events sent without one.
+func NewHandler(pub Publisher, direct Writer, newID func() string, s Settings, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{pub: pub, direct: direct, newID: newID, log: log.With(zap.String("component", "ingest")), m: m}
+	h.settings.Store(&s)
+	return h, nil
+}
+
+// Apply changes the live settings.
+func (h *Handler) Apply(s Settings) { h.settings.Store(&s) }
+
+// ServeHTTP handles one ingest request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s := h.settings.Load()
+	path, n, err := h.serve(w, r, s)
+	status := http.StatusAccepted
+	if err != nil {
+		status = err.Status
+		writeError(w, err)
+		if n > 0 {
+			h.m.events.WithLabelValues("rejected", "none").Add(float64(n))
+		}
+		path = "none"
+	}
+	h.m.requests.WithLabelValues(strconv.Itoa(status), path).Inc()
+	h.m.duration.WithLabelValues(path).Observe(time.Since(start).Seconds())
+}
+
+// serve returns the path taken and the number of events, or the error answer.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (string, int, *Error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return "", 0, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use POST"}
+	}
+	if s.Keys.Enabled() {
+		if _, ok := s.Keys.Check(presentedKey(r)); !ok {
+			reason := "invalid"
+			if presentedKey(r) == "" {
+				reason = "missing"
+			}
+			h.m.authFailures.WithLabelValues(reason).Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="levee"`)
+			return "", 0, &Error{Status: http.StatusUnauthorized, Code: "unauthorized",
+				Message: "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)"}
+		}
+	}
+	form, ok := formOf(r.Header.Get("Content-Type"))
+	if !ok {
+		return "", 0, &Error{Status: http.StatusUnsupportedMediaType, Code: codeUnsupportedMedia,
+			Message: "Content-Type must be application/json or application/x-ndjson (UTF-8)"}
+	}
+	body, rerr := readBody(w, r, s.MaxBodyBytes)
+	if rerr != nil {
+		return "", 0, rerr
+	}
+	evs, derr := Decode(body, form, s.Limits, time.Now(), h.newID)
+	if derr != nil {
+		return "", len(derr.Details), derr
+	}
+	path, err := h.accept(r.Context(), evs, s)
+	if err != nil {
+		return "", len(evs), err
+	}
+	h.m.events.WithLabelValues("accepted", path).Add(float64(len(evs)))
+	writeAccepted(w, evs, path)
+	return path, len(evs), nil
+}
+
+// accept makes evs durable on the path the settings call for.
+func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (string, *Error) {
+	ctx, cancel := context.WithTimeout(ctx, s.PublishTimeout)
+	defer cancel()
+	if s.Direct {
+		if _, err := h.direct.Write(ctx, evs); err != nil {
+			h.log.Warn("direct write failed", zap.Error(err))
+			return "", unavailable("the database did not accept the events; retry later")
+		}
+		return PathDirect, nil
+	}
+	if err := h.pub.Publish(ctx, evs); err != nil {
+		h.log.Warn("publish failed", zap.Int("events", len(evs)), zap.Error(err))
+		return "", unavailable("the queue did not acknowledge the events; retry later")
+	}
+	return PathQueue, nil
+}
+
+func unavailable(msg string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg}
+}
+
+// formOf maps a Content-Type to a body form. An empty Content-Type is JSON.
+func formOf(ct string) (Form, bool) {
+	switch ct {
+	case "", "application/json":
+		return FormJSON, true
+	case "application/x-ndjson":
+		return FormNDJSON, true
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return 0, false
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return 0, false
+	}
+	switch {
+	case mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"):
+		return FormJSON, true
+	case mt == "application/x-ndjson" || mt == "application/ndjson" || mt == "application/jsonl" || mt == "application/x-jsonlines":
+		return FormNDJSON, true
+	}
+	return 0, false
+}
+
+// readBody reads the body while enforcing max: on the wire through
+// http.MaxBytesReader and, for a gzip body, on the decompressed bytes too.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, *Error) {
+	raw := http.MaxBytesReader(w, r.Body, max)
+	var rd io.Reader = raw
+	gz := false
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(raw)
+		if err != nil {
+			return nil, readError(err, "body is not valid gzip")
+		}
+		defer zr.Close()
+		rd, gz = io.LimitReader(zr, max+1), true
+	default:
+		return nil, &Error{Status: http.StatusUnsupportedMediaType, Code: codeUnsupportedEnc,
+			Message: fmt.Sprintf("Content-Encoding %q is not supported; use gzip or none", enc)}
+	}
+	size := int64(512)
+	if !gz && r.ContentLength > 0 {
+		size = min(r.ContentLength, max) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > max {
+			return nil, tooLarge(max, gz)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, readError(err, "could not read the request body")
+		}
+	}
+}
+
+func tooLarge(max int64, gz bool) *Error {
+	msg := fmt.Sprintf("request body is larger than %d bytes", max)
+	if gz {
+		msg = fmt.Sprintf("decompressed request body is larger than %d bytes", max)
+	}
+	return &Error{Status: http.StatusRequestEntityTooLarge, Code: codeTooLarge, Message: msg}
+}
+
+func readError(err error, msg string) *Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge(mbe.Limit, false)
+	}
+	return &Error{Status: http.StatusBadRequest, Code: "bad_body", Message: msg + ": " + err.Error()}
+}
+
+// writeAccepted writes {"accepted":N,"ids":[…],"path":"…"}. Ids need no
+// escaping (event.ValidID).
+func writeAccepted(w http.ResponseWriter, evs []event.Event, path string) {
+	b := make([]byte, 0, 48+len(evs)*40)
+	b = append(b, `{"accepted":`...)
+	b = strconv.AppendInt(b, int64(len(evs)), 10)
+	b = append(b, `,"ids":[`...)
+	for i := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, evs[i].ID...)
+		b = append(b, '"')
+	}
+	b = append(b, `],"path":"`...)
+	b = append(b, path...)
+	b = append(b, "\"}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(b)
+}
+
+// writeError writes {"error":{"code":…,"message":…,"details":[…]}}.
+func writeError(w http.ResponseWriter, e *Error) {
+	b, _ := json.Marshal(struct {
+		Error *Error `json:"error"`
+	}{e})
+	w.Header().Set("Content-Type", "application/json")
+	if e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests {
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", "1")
+		}
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+type metrics struct {
+	requests     *prometheus.CounterVec
+	events       *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_ingest_requests_total",
+			Help: "Ingest requests by HTTP status code and path taken (queue, spool, direct, none).",
+		}, []string{"code", "path"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_ingest_events_total",
+			Help: "Events received, by outcome (accepted, rejected) and path (queue, spool, direct, none).",
+		}, []string{"outcome", "path"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "levee_ingest_request_duration_seconds",
+			Help:    "Time to answer an ingest request, by path.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"path"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_ingest_auth_failures_total",
+			Help: "Requests refused with 401, by reason (missing, invalid).",
+		}, []string{"reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.events, m.duration, m.authFailures} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("ingest: register metrics: %w", err)
+		}
+	}
+	for _, p := range []string{PathQueue, PathDirect} {
+		m.events.WithLabelValues("accepted", p)
+		m.requests.WithLabelValues("202", p)
+	}
+	m.events.WithLabelValues("rejected", "none")
+	return m, nil
+}

@@ -1,0 +1,300 @@
+// Package worker consumes the event stream: it fetches messages, decodes
+// them in an ants pool, batches their events, writes each batch to the sink
+// and acknowledges a message once every one of its events is committed.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/panjf2000/ants/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/levee-dev/levee/internal/batch"
+	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/event"
+)
+
+// Sink is what the worker needs of a database.
+type Sink interface {
+	Write(ctx context.Context, evs []event.Event) (inserted int, err error)
+}
+
+// Settings are the live-tunable parameters of a Worker.
+type Settings struct {
+	Batch              batch.Limits
+	Batching           bool
+	PoolSize           int
+	MaxInflightBatches int
+	FetchMax           int
+	MaxDeliver         int
+	NakDelay           time.Duration
+}
+
+// SettingsFrom extracts the worker settings from a configuration.
+func SettingsFrom(cfg *config.Config) Settings {
+	return Settings{
+		Batch:              batch.Limits{MaxRows: cfg.Batch.MaxRows, MaxBytes: cfg.Batch.MaxBytes, Linger: cfg.Batch.Linger},
+		Batching:           cfg.Optimization.Batching,
+		PoolSize:           cfg.Worker.PoolSize,
+		MaxInflightBatches: cfg.Worker.MaxInflightBatches,
+		FetchMax:           cfg.Worker.FetchMax,
+		MaxDeliver:         cfg.Worker.MaxDeliver,
+		NakDelay:           cfg.Worker.NakDelay,
+	}
+}
+
+// Options are the fixed parameters of a Worker.
+type Options struct {
+	AckWait         time.Duration // the consumer's AckWait, for InProgress
+	DLQSubject      string        // subject prefix of the dead-letter stream
+	ShutdownTimeout time.Duration // time to flush and ack at shutdown
+	WriteTimeout    time.Duration // longest sink write before it counts as failed
+	FetchWait       time.Duration // longest wait of one fetch request (default 1s)
+}
+
+// item is one event in a batch, with the message it came from.
+type item struct {
+	ev event.Event
+	d  *delivery
+}
+
+// Worker runs the consumption pipeline. Every stage is bounded: at most
+// about two batches' worth of events per write slot are fetched and not yet
+// written; the decode pool blocks the fetch loop when busy; a full batch
+// waits for a free write slot. A slow sink therefore slows fetching, and the
+// stream absorbs the difference.
+type Worker struct {
+	cons jetstream.Consumer
+	js   jetstream.JetStream
+	sink Sink
+	opts Options
+	log  *zap.Logger
+	m    *metrics
+
+	settings atomic.Pointer[Settings]
+	decode   *ants.Pool
+	write    *ants.Pool
+	batcher  *batch.Batcher[item]
+	single   chan batch.Batch[item] // messages written alone when batching is off
+	track    tracker
+
+	outstanding atomic.Int64 // events fetched and not yet settled
+	perMsg      atomic.Int64 // moving average of events per message, ×16
+	room        chan struct{}
+
+	decoding sync.WaitGroup
+	writing  sync.WaitGroup
+	writeCtx context.Context // outlives the fetch context until the shutdown deadline
+}
+
+// New returns a worker consuming cons and writing to sink. js publishes to
+// the dead-letter stream.
+func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings, opts Options, log *zap.Logger, reg prometheus.Registerer) (*Worker, error) {
+	if opts.FetchWait <= 0 {
+		opts.FetchWait = time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	w := &Worker{
+		cons: cons, js: js, sink: sink, opts: opts,
+		log:    log.With(zap.String("component", "worker")),
+		single: make(chan batch.Batch[item]),
+		room:   make(chan struct{}, 1),
+	}
+	w.settings.Store(&s)
+	w.perMsg.Store(16)
+	var err error
+	panicked := ants.WithPanicHandler(func(p any) {
+		w.log.Error("panic in pool task; its messages will be redelivered", zap.Any("panic", p))
+	})
+	if w.decode, err = ants.NewPool(s.PoolSize, panicked); err != nil {
+		return nil, fmt.Errorf("worker: decode pool: %w", err)
+	}
+	if w.write, err = ants.NewPool(s.MaxInflightBatches, panicked); err != nil {
+		return nil, fmt.Errorf("worker: write pool: %w", err)
+	}
+	w.batcher = batch.New[item](s.Batch, nil)
+	if w.m, err = newMetrics(reg, w); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Apply changes the live settings: pool sizes, batch limits, switches.
+func (w *Worker) Apply(s Settings) {
+	w.settings.Store(&s)
+	w.decode.Tune(s.PoolSize)
+	w.write.Tune(s.MaxInflightBatches)
+	w.batcher.SetLimits(s.Batch)
+	w.signalRoom()
+}
+
+// Run consumes until ctx ends, then stops fetching, flushes and acks what it
+// holds within Options.ShutdownTimeout, and releases its pools. Messages it
+// could not finish are left unacknowledged and will be redelivered.
+func (w *Worker) Run(ctx context.Context) error {
+	writeCtx, cancelWrites := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWrites()
+	w.writeCtx = writeCtx
+	batchCtx, stopBatcher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatcher()
+
+	var pipeline, aux sync.WaitGroup
+	pipeline.Go(func() { _ = w.batcher.Run(batchCtx) })
+	pipeline.Go(w.dispatchWrites)
+	auxCtx, stopAux := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAux()
+	aux.Go(func() { w.track.keepAlive(auxCtx, w.opts.AckWait, w.m.inProgress) })
+	aux.Go(func() { w.pollConsumer(auxCtx) })
+
+	w.fetchLoop(ctx)
+
+	// Shutdown: no more fetches. Let decoding finish, flush the batcher,
+	// wait for the writes, all within the deadline.
+	deadline := time.AfterFunc(w.opts.ShutdownTimeout, func() {
+		w.log.Warn("shutdown deadline reached; unfinished messages will be redelivered")
+		cancelWrites()
+	})
+	defer deadline.Stop()
+	w.decoding.Wait()
+	stopBatcher()
+	close(w.single)
+	pipeline.Wait() // dispatchWrites returns after the last batch was submitted
+	w.writing.Wait()
+	stopAux() // in-progress signals ran until every write finished
+	aux.Wait()
+	w.decode.Release()
+	w.write.Release()
+	return nil
+}
+
+// fetchLoop pulls messages while there is room for them.
+func (w *Worker) fetchLoop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		n := w.fetchSize()
+		if n == 0 {
+			select {
+			case <-w.room:
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		msgs, err := w.cons.Fetch(n, jetstream.FetchMaxWait(w.opts.FetchWait))
+		if err != nil {
+			w.log.Warn("fetch failed", zap.Error(err))
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for msg := range msgs.Messages() {
+			w.dispatch(msg)
+		}
+		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			w.log.Debug("fetch ended", zap.Error(err))
+		}
+	}
+}
+
+// fetchSize is how many messages to ask for: enough to keep the write slots
+// busy, and no more than fit in about two batches per write slot.
+func (w *Worker) fetchSize() int {
+	s := w.settings.Load()
+	limit := int64(s.MaxInflightBatches+1) * int64(s.Batch.MaxRows) * 2
+	free := limit - w.outstanding.Load()
+	if free <= 0 {
+		return 0
+	}
+	perMsg := max(w.perMsg.Load()/16, 1)
+	return int(min(max(free/perMsg, 1), int64(s.FetchMax)))
+}
+
+func (w *Worker) signalRoom() {
+	select {
+	case w.room <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch hands a fetched message to the decode pool; Submit blocks while
+// every decoder is busy, which holds the fetch loop back.
+func (w *Worker) dispatch(msg jetstream.Msg) {
+	w.m.fetched.Inc()
+	d := &delivery{msg: msg}
+	w.track.add(d)
+	w.decoding.Add(1)
+	err := w.decode.Submit(func() {
+		defer w.decoding.Done()
+		w.process(d)
+	})
+	if err != nil {
+		w.decoding.Done()
+		w.log.Error("decode pool refused a task; message will be redelivered", zap.Error(err))
+		w.track.remove(d)
+		_ = msg.NakWithDelay(w.settings.Load().NakDelay)
+	}
+}
+
+// dispatchWrites submits every flushed batch to the write pool; Submit
+// blocks while all write slots are busy, which holds the batcher back.
+func (w *Worker) dispatchWrites() {
+	batches, single := w.batcher.Batches(), w.single
+	for batches != nil || single != nil {
+		var b batch.Batch[item]
+		var ok bool
+		select {
+		case b, ok = <-batches:
+			if !ok {
+				batches = nil
+				continue
+			}
+		case b, ok = <-single:
+			if !ok {
+				single = nil
+				continue
+			}
+		}
+		w.m.flushes.WithLabelValues(string(b.Reason)).Inc()
+		w.writing.Add(1)
+		if err := w.write.Submit(func() { defer w.writing.Done(); w.writeBatch(b) }); err != nil {
+			w.writing.Done()
+			w.log.Error("write pool refused a batch; its messages will be redelivered", zap.Error(err))
+			w.settleAll(b.Items, false)
+		}
+	}
+}
+
+// pollConsumer exports the consumer's pending and redelivery counts.
+func (w *Worker) pollConsumer(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := w.cons.Info(ictx)
+		cancel()
+		if err == nil {
+			w.m.pending.Set(float64(info.NumPending))
+			w.m.ackPending.Set(float64(info.NumAckPending))
+			w.m.redelivered.Set(float64(info.NumRedelivered))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
