@@ -214,7 +214,6 @@ func TestBinariesEndToEnd(t *testing.T) {
 	ingest.stop(t)
 }
 
-
 // Bad configuration is a startup error that names the key.
 func TestConfigErrorsNameTheKey(t *testing.T) {
 	s := newSetup(t)
