@@ -178,6 +178,7 @@ func (b *Batcher[T]) putBack(full Batch[T]) {
 	b.p.items = append(full.Items, b.p.items...)
 	b.p.bytes += full.Bytes
 	b.mu.Unlock()
+	b.wake() // Run must arm the linger timer for the restored items
 }
 
 func (b *Batcher[T]) wake() {

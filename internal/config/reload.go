@@ -150,6 +150,11 @@ func (w *Watcher) Check() (bool, error) {
 	}
 	w.content = b
 	k, err := load(w.src)
+	if err == nil {
+		// The file must be valid as written, restart-only keys included,
+		// or the next restart would fail on it.
+		_, err = decode(k)
+	}
 	if err != nil {
 		w.reloads.WithLabelValues("error").Inc()
 		return false, err

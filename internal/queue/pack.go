@@ -44,16 +44,22 @@ var (
 
 // PackWriter encodes events into a pack. The zero value is ready to use.
 type PackWriter struct {
-	buf   []byte
-	count int
-	ids   []byte // ids joined by '\n', for the message id
+	buf      []byte
+	count    int
+	ids      []byte // ids joined by '\n', for the message id
+	finished bool
 }
 
 // Len returns the number of events written.
 func (w *PackWriter) Len() int { return w.count }
 
 // Size returns the encoded size so far, checksum included.
-func (w *PackWriter) Size() int { return max(len(w.buf), packHeaderLen) + packCRCLen }
+func (w *PackWriter) Size() int {
+	if w.finished {
+		return len(w.buf)
+	}
+	return max(len(w.buf), packHeaderLen) + packCRCLen
+}
 
 // RecordSize is the number of bytes Add adds for e.
 func RecordSize(e *event.Event) int {
@@ -92,6 +98,7 @@ func (w *PackWriter) Finish() (data []byte, msgID string) {
 	}
 	binary.BigEndian.PutUint32(w.buf[1:5], uint32(w.count))
 	w.buf = binary.BigEndian.AppendUint32(w.buf, crc32.Checksum(w.buf, castagnoli))
+	w.finished = true
 	sum := sha256.Sum256(w.ids)
 	return w.buf, "pk-" + base64.RawURLEncoding.EncodeToString(sum[:18])
 }
