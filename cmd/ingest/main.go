@@ -23,6 +23,7 @@ import (
 	"github.com/oklog/run"
 	"go.uber.org/zap"
 
+	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/ingest"
 	"github.com/levee-dev/levee/internal/queue"
@@ -123,12 +124,17 @@ func serve(src config.Source, cfg *config.Config) error {
 		return sink.Open(ctx, cfg.Sink)
 	})
 	defer direct.Close()
-	h, err := ingest.NewHandler(pub, direct, newID, ingest.SettingsFrom(cfg), log, reg)
+	gate, err := backpressure.NewLimiter("admission", backpressure.IngestConfig(cfg), reg)
+	if err != nil {
+		return err
+	}
+	h, err := ingest.NewHandler(pub, gate, direct, newID, ingest.SettingsFrom(cfg), log, reg)
 	if err != nil {
 		return err
 	}
 	watcher.Subscribe(func(c *config.Config) {
 		pub.Apply(queue.SettingsFrom(c))
+		gate.Configure(backpressure.IngestConfig(c))
 		h.Apply(ingest.SettingsFrom(c))
 		_ = level.UnmarshalText([]byte(c.Log.Level))
 	})

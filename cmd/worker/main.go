@@ -105,6 +105,7 @@ func serve(src config.Source, cfg *config.Config) error {
 		DLQSubject:      cfg.NATS.DLQ.Subject,
 		ShutdownTimeout: cfg.Worker.ShutdownTimeout,
 		WriteTimeout:    cfg.Worker.WriteTimeout,
+		MaxAckPending:   cfg.Worker.MaxAckPending,
 	}, log, reg)
 	if err != nil {
 		return err

@@ -31,11 +31,27 @@ type Limiter struct {
 	apply func(limit int) // called with the new limit when it changes
 
 	mu       sync.Mutex
+	cfg      Config
 	alg      Algorithm
-	adaptive bool
-	static   int
 	inflight int
 	waiters  []*waiter
+}
+
+// Config selects and tunes a limiter's behaviour.
+type Config struct {
+	Algorithm string // "gradient2" or "aimd"
+	Adaptive  bool   // false: enforce Static
+	Static    int    // the limit when adaptation is off
+	Initial   int    // where the adaptive limit starts
+	Params
+}
+
+// NewAlgorithm returns the algorithm named by c, starting at initial.
+func NewAlgorithm(c Config, initial int) Algorithm {
+	if c.Algorithm == "aimd" {
+		return NewAIMD(initial, c.Params)
+	}
+	return NewGradient2(initial, c.Params)
 }
 
 type waiter struct {
@@ -51,14 +67,14 @@ type Token struct {
 	inflight int
 }
 
-// NewLimiter returns a limiter named name (the metrics' limiter label)
-// driven by alg. With adaptive false it enforces static instead.
-func NewLimiter(name string, alg Algorithm, adaptive bool, static int, reg prometheus.Registerer) (*Limiter, error) {
+// NewLimiter returns a limiter named name (the metrics' limiter label).
+func NewLimiter(name string, c Config, reg prometheus.Registerer) (*Limiter, error) {
 	m, err := newLimiterMetrics(name, reg)
 	if err != nil {
 		return nil, err
 	}
-	l := &Limiter{name: name, now: time.Now, m: m, alg: alg, adaptive: adaptive, static: max(static, 1)}
+	c.Static = max(c.Static, 1)
+	l := &Limiter{name: name, now: time.Now, m: m, cfg: c, alg: NewAlgorithm(c, c.Initial)}
 	l.m.limit.Set(float64(l.limit()))
 	return l, nil
 }
@@ -69,10 +85,10 @@ func (l *Limiter) OnChange(fn func(limit int)) { l.apply = fn }
 
 // limit returns the limit in force. Called with mu held, or before use.
 func (l *Limiter) limit() int {
-	if l.adaptive {
+	if l.cfg.Adaptive {
 		return l.alg.Limit()
 	}
-	return l.static
+	return l.cfg.Static
 }
 
 // Limit returns the limit in force.
@@ -89,16 +105,26 @@ func (l *Limiter) Inflight() int {
 	return l.inflight
 }
 
-// Configure switches adaptation on or off, sets the static limit and the
-// algorithm's parameters. The adaptive limit continues from where it was.
-func (l *Limiter) Configure(adaptive bool, static int, p Params) {
+// Configure applies a new configuration live: adaptation on or off, the
+// static limit, the parameters, even the algorithm. The adaptive limit
+// continues from where it was (clamped to the new bounds), never from the
+// configured initial value: a restart from scratch is what a reload avoids.
+func (l *Limiter) Configure(c Config) {
 	l.mu.Lock()
-	l.adaptive, l.static = adaptive, max(static, 1)
-	l.alg.SetParams(p)
+	before := l.limit()
+	c.Static = max(c.Static, 1)
+	if c.Algorithm != l.cfg.Algorithm {
+		l.alg = NewAlgorithm(c, l.alg.Limit())
+	} else {
+		l.alg.SetParams(c.Params)
+	}
+	l.cfg = c
 	limit := l.limit()
 	woken := l.wakeLocked()
 	l.mu.Unlock()
-	l.changed(limit)
+	if limit != before {
+		l.changed(limit)
+	}
 	for _, w := range woken {
 		close(w.ready)
 	}

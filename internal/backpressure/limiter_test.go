@@ -20,7 +20,7 @@ func newTestLimiter(t *testing.T, adaptive bool, static int) (*Limiter, *prometh
 	reg := prometheus.NewRegistry()
 	p := params()
 	p.Min, p.Max = 1, 100
-	l, err := NewLimiter("test", NewAIMD(4, p), adaptive, static, reg)
+	l, err := NewLimiter("test", Config{Algorithm: "aimd", Adaptive: adaptive, Static: static, Initial: 4, Params: p}, reg)
 	require.NoError(t, err)
 	return l, reg
 }
@@ -133,13 +133,19 @@ func TestConfigureSwitchesLive(t *testing.T) {
 	require.Equal(t, 4, l.Limit(), "adaptive starts from its initial limit")
 	p := params()
 	p.Min, p.Max = 1, 100
-	l.Configure(false, 9, p)
+	c := Config{Algorithm: "aimd", Adaptive: false, Static: 9, Initial: 4, Params: p}
+	l.Configure(c)
 	require.Equal(t, 9, l.Limit())
-	l.Configure(true, 9, p)
+	c.Adaptive = true
+	l.Configure(c)
 	require.Equal(t, 4, l.Limit())
-	p.Min = 6
-	l.Configure(true, 9, p)
+	c.Params.Min = 6
+	l.Configure(c)
 	require.Equal(t, 6, l.Limit(), "new bounds clamp the limit")
+	c.Algorithm = "gradient2"
+	l.Configure(c)
+	require.Equal(t, 6, l.Limit(), "a new algorithm starts from the limit in force")
+	require.IsType(t, &Gradient2{}, l.alg)
 	require.Equal(t, []int{9, 4, 6}, seen)
 }
 

@@ -14,6 +14,7 @@ type Config struct {
 	NATS         NATS         `koanf:"nats"`
 	Queue        Queue        `koanf:"queue"`
 	Worker       Worker       `koanf:"worker"`
+	Backpressure Backpressure `koanf:"backpressure"`
 	Batch        Batch        `koanf:"batch"`
 	Sink         Sink         `koanf:"sink"`
 	Log          Log          `koanf:"log"`
@@ -25,6 +26,41 @@ type Optimization struct {
 	Enabled  bool `koanf:"enabled"`
 	Batching bool `koanf:"batching"`
 	Packing  bool `koanf:"packing"`
+	Adaptive bool `koanf:"adaptive"`
+}
+
+// Backpressure configures the adaptive limiters.
+type Backpressure struct {
+	Algorithm      string        `koanf:"algorithm"`
+	MinLimit       int           `koanf:"min_limit"`
+	MaxLimit       int           `koanf:"max_limit"`
+	Step           float64       `koanf:"step"`
+	Tolerance      float64       `koanf:"tolerance"`
+	BaselineWindow time.Duration `koanf:"baseline_window"`
+	AIMD           AIMD          `koanf:"aimd"`
+	Gradient2      Gradient2     `koanf:"gradient2"`
+	Ingest         IngestLimit   `koanf:"ingest"`
+}
+
+// AIMD holds the AIMD algorithm's parameters.
+type AIMD struct {
+	Backoff      float64 `koanf:"backoff"`
+	RTTDeviation float64 `koanf:"rtt_deviation"`
+	EWMAAlpha    float64 `koanf:"ewma_alpha"`
+}
+
+// Gradient2 holds the Gradient2 algorithm's parameters.
+type Gradient2 struct {
+	Smoothing float64 `koanf:"smoothing"`
+}
+
+// IngestLimit configures the admission gate of the ingest service.
+type IngestLimit struct {
+	MinLimit     int           `koanf:"min_limit"`
+	MaxLimit     int           `koanf:"max_limit"`
+	InitialLimit int           `koanf:"initial_limit"`
+	Step         float64       `koanf:"step"`
+	MaxWait      time.Duration `koanf:"max_wait"`
 }
 
 // Ingest configures the HTTP ingest service.

@@ -171,7 +171,7 @@ func TestLoadErrorsNameTheKey(t *testing.T) {
 		{name: "duplicate api key names", file: `ingest: {auth: {api_keys: ["a:` + digestA + `", "a:` + digestB + `"]}}`, want: []string{"ingest.auth.api_keys[1].name", "duplicate"}},
 		{name: "duplicate api key names in env", env: []string{"LEVEE_INGEST__AUTH__API_KEYS=a:" + digestA + ",a:" + digestB}, want: []string{"ingest.auth.api_keys[1].name"}},
 		{name: "stream and dlq with one name", file: "nats: {dlq: {name: EVENTS}}", want: []string{"nats.dlq.name"}},
-		{name: "fetch_max above max_ack_pending", flags: map[string]string{"worker.fetch_max": "30000"}, want: []string{"worker.max_ack_pending"}},
+		{name: "fetch_max above max_ack_pending", flags: map[string]string{"worker.fetch_max": "50000"}, want: []string{"worker.max_ack_pending"}},
 		{name: "yaml syntax error", file: "batch: [", want: []string{"levee.yaml"}},
 	}
 	for _, tt := range tests {

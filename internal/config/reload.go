@@ -29,6 +29,7 @@ var liveKeys = []string{
 	"worker.pool_size", "worker.max_inflight_batches", "worker.fetch_max",
 	"worker.max_deliver", "worker.nak_delay",
 	"batch.",
+	"backpressure.",
 	"log.level",
 }
 

@@ -55,6 +55,7 @@ func (c *Config) Validate() error {
 	c.validateQueue(&k)
 	c.validateWorker(&k)
 	c.validateSink(&k)
+	c.validateBackpressure(&k)
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
 	k.check(c.Reload.Interval >= 0, "reload.interval", "must not be negative")
@@ -158,4 +159,30 @@ func (c *Config) validateSink(k *checker) {
 		k.check(s.Postgres.DSN != "", "sink.postgres.dsn", "must be set when sink.kind is postgres")
 	}
 	k.atLeast("sink.postgres.max_conns", int64(s.Postgres.MaxConns), 1)
+}
+
+func (c *Config) validateBackpressure(k *checker) {
+	b := c.Backpressure
+	k.oneOf("backpressure.algorithm", b.Algorithm, "gradient2", "aimd")
+	k.atLeast("backpressure.min_limit", int64(b.MinLimit), 1)
+	k.check(b.MaxLimit >= b.MinLimit && b.MaxLimit <= 1024, "backpressure.max_limit",
+		"must be between backpressure.min_limit (%d) and 1024, got %d", b.MinLimit, b.MaxLimit)
+	k.check(c.Worker.MaxInflightBatches <= b.MaxLimit, "worker.max_inflight_batches",
+		"must be at most backpressure.max_limit (%d), got %d", b.MaxLimit, c.Worker.MaxInflightBatches)
+	k.check(b.Step > 0, "backpressure.step", "must be positive")
+	k.check(b.Tolerance >= 1, "backpressure.tolerance", "must be at least 1, got %g", b.Tolerance)
+	k.check(b.BaselineWindow >= 0, "backpressure.baseline_window", "must not be negative")
+	k.check(b.AIMD.Backoff > 0 && b.AIMD.Backoff < 1, "backpressure.aimd.backoff", "must be between 0 and 1, got %g", b.AIMD.Backoff)
+	k.check(b.AIMD.RTTDeviation > 0, "backpressure.aimd.rtt_deviation", "must be positive")
+	k.check(b.AIMD.EWMAAlpha > 0 && b.AIMD.EWMAAlpha <= 1, "backpressure.aimd.ewma_alpha", "must be in (0, 1], got %g", b.AIMD.EWMAAlpha)
+	k.check(b.Gradient2.Smoothing > 0 && b.Gradient2.Smoothing <= 1, "backpressure.gradient2.smoothing", "must be in (0, 1], got %g", b.Gradient2.Smoothing)
+	in := b.Ingest
+	k.check(in.MinLimit >= c.Ingest.MaxEventsPerRequest, "backpressure.ingest.min_limit",
+		"must be at least ingest.max_events_per_request (%d), got %d", c.Ingest.MaxEventsPerRequest, in.MinLimit)
+	k.check(in.MaxLimit >= in.MinLimit && in.MaxLimit <= c.Queue.MaxInflightEvents, "backpressure.ingest.max_limit",
+		"must be between backpressure.ingest.min_limit (%d) and queue.max_inflight_events (%d), got %d", in.MinLimit, c.Queue.MaxInflightEvents, in.MaxLimit)
+	k.check(in.InitialLimit >= in.MinLimit && in.InitialLimit <= in.MaxLimit, "backpressure.ingest.initial_limit",
+		"must be between backpressure.ingest.min_limit and max_limit, got %d", in.InitialLimit)
+	k.check(in.Step > 0, "backpressure.ingest.step", "must be positive")
+	k.check(in.MaxWait >= 0, "backpressure.ingest.max_wait", "must not be negative")
 }

@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/event"
+	"github.com/levee-dev/levee/internal/queue"
 )
 
 // Paths an accepted request can take; the 202 body names it.
@@ -35,6 +37,13 @@ type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) error
 }
 
+// Gate admits events into publishing: its limit is the number of events
+// awaiting a PubAck, and the PubAck latency and errors move it.
+type Gate interface {
+	TryAcquire(n int) (backpressure.Token, bool)
+	Acquire(ctx context.Context, n int) (backpressure.Token, error)
+}
+
 // Writer writes events straight to the sink, for the synchronous path.
 type Writer interface {
 	Write(ctx context.Context, evs []event.Event) (int, error)
@@ -45,6 +54,7 @@ type Settings struct {
 	Limits         Limits
 	MaxBodyBytes   int64
 	PublishTimeout time.Duration
+	MaxWait        time.Duration // how long a request the gate refuses waits for room
 	Keys           *Keys
 	Direct         bool // optimization.enabled is false: write to the sink synchronously
 }
@@ -59,6 +69,7 @@ func SettingsFrom(cfg *config.Config) Settings {
 		},
 		MaxBodyBytes:   cfg.Ingest.MaxBodyBytes,
 		PublishTimeout: cfg.Ingest.PublishTimeout,
+		MaxWait:        cfg.Backpressure.Ingest.MaxWait,
 		Keys:           NewKeys(cfg.Ingest.Auth.APIKeys),
 		Direct:         !cfg.Optimization.Enabled,
 	}
@@ -67,6 +78,7 @@ func SettingsFrom(cfg *config.Config) Settings {
 // Handler serves POST /v1/events.
 type Handler struct {
 	pub      Publisher
+	gate     Gate
 	direct   Writer
 	newID    func() string
 	log      *zap.Logger
@@ -74,14 +86,15 @@ type Handler struct {
 	settings atomic.Pointer[Settings]
 }
 
-// NewHandler returns a handler that publishes to pub, or writes to direct
-// when Settings.Direct is set. newID makes ids for events sent without one.
-func NewHandler(pub Publisher, direct Writer, newID func() string, s Settings, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
+// NewHandler returns a handler that publishes to pub through gate, or
+// writes to direct when Settings.Direct is set. newID makes ids for events
+// sent without one.
+func NewHandler(pub Publisher, gate Gate, direct Writer, newID func() string, s Settings, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{pub: pub, direct: direct, newID: newID, log: log.With(zap.String("component", "ingest")), m: m}
+	h := &Handler{pub: pub, gate: gate, direct: direct, newID: newID, log: log.With(zap.String("component", "ingest")), m: m}
 	h.settings.Store(&s)
 	return h, nil
 }
@@ -158,11 +171,41 @@ func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (s
 		}
 		return PathDirect, nil
 	}
-	if err := h.pub.Publish(ctx, evs); err != nil {
+	tok, ok := h.gate.TryAcquire(len(evs))
+	if !ok {
+		// The queue is not keeping up: wait a bounded time for room.
+		wctx, cancel := context.WithTimeout(ctx, s.MaxWait)
+		var err error
+		tok, err = h.gate.Acquire(wctx, len(evs))
+		cancel()
+		if err != nil {
+			return "", &Error{Status: http.StatusServiceUnavailable, Code: "overloaded",
+				Message: "too many events are awaiting acknowledgement; retry later"}
+		}
+	}
+	err := h.pub.Publish(ctx, evs)
+	tok.Release(outcome(err))
+	if err != nil {
 		h.log.Warn("publish failed", zap.Int("events", len(evs)), zap.Error(err))
 		return "", unavailable("the queue did not acknowledge the events; retry later")
 	}
 	return PathQueue, nil
+}
+
+// outcome classifies a publish result for the admission gate: a timeout,
+// a stall, a full stream or no responders are overload, signals to back
+// off; a client that went away says nothing.
+func outcome(err error) backpressure.Outcome {
+	switch {
+	case err == nil:
+		return backpressure.Success
+	case errors.Is(err, context.Canceled):
+		return backpressure.Ignore
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, queue.ErrBusy), queue.IsOverload(err):
+		return backpressure.Dropped
+	default:
+		return backpressure.Ignore
+	}
 }
 
 func unavailable(msg string) *Error {
@@ -321,7 +364,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
 	}
-	for _, p := range []string{PathQueue, PathDirect} {
+	for _, p := range []string{PathQueue, PathDirect, "none"} {
 		m.events.WithLabelValues("accepted", p)
 		m.requests.WithLabelValues("202", p)
 	}

@@ -206,6 +206,16 @@ const (
 // room: backpressure, not a fault.
 func IsFull(err error) bool { return errorReason(err) == "full" }
 
+// IsOverload reports whether err is a sign that JetStream is not keeping up
+// (a PubAck timeout, a stalled publisher, a full stream, no responders).
+func IsOverload(err error) bool {
+	switch errorReason(err) {
+	case "timeout", "stalled", "full", "no_responders":
+		return true
+	}
+	return false
+}
+
 // errorReason classifies a publish error for the errors metric.
 func errorReason(err error) string {
 	var apiErr *jetstream.APIError

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/event"
 	"github.com/levee-dev/levee/internal/ingest"
@@ -96,7 +97,10 @@ func (e *env) startIngest() *httptest.Server {
 	require.NoError(e.t, err)
 	var seq atomic.Int64
 	newID := func() string { return "gen-" + strconv.FormatInt(seq.Add(1), 10) }
-	h, err := ingest.NewHandler(pub, e.sink, newID, ingest.SettingsFrom(e.cfg), e.log, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	gate, err := backpressure.NewLimiter("admission", backpressure.IngestConfig(e.cfg), reg)
+	require.NoError(e.t, err)
+	h, err := ingest.NewHandler(pub, gate, e.sink, newID, ingest.SettingsFrom(e.cfg), e.log, reg)
 	require.NoError(e.t, err)
 	srv := httptest.NewServer(h)
 	e.t.Cleanup(func() {
@@ -244,6 +248,9 @@ func value(t *testing.T, w *runningWorker, name, label, val string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
 			for _, lp := range m.GetLabel() {
 				if lp.GetName() == label && lp.GetValue() == val {
 					if c := m.GetCounter(); c != nil {

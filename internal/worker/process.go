@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/batch"
 	"github.com/levee-dev/levee/internal/event"
 	"github.com/levee-dev/levee/internal/queue"
@@ -85,27 +86,32 @@ func (w *Worker) process(d *delivery) {
 	}
 }
 
-// writeBatch writes one batch and settles its events. A batch refused for
-// its content is split to find the events at fault; a batch refused because
-// the sink is unavailable is nak'ed whole, to be redelivered.
-func (w *Worker) writeBatch(b batch.Batch[item]) {
+// writeBatch writes one batch in the write slot tok and settles its events.
+// The write's latency and outcome feed the sink limiter. A batch refused
+// for its content is split to find the events at fault; a batch refused
+// because the sink is unavailable is nak'ed whole, to be redelivered.
+func (w *Worker) writeBatch(b batch.Batch[item], tok backpressure.Token) {
 	w.m.batchRows.Observe(float64(len(b.Items)))
 	w.m.batchBytes.Observe(float64(b.Bytes))
-	err := w.writeItems(b.Items)
+	took, err := w.writeItems(b.Items)
 	switch {
 	case err == nil:
+		tok.ReleaseRTT(took, backpressure.Success)
 		w.settleAll(b.Items, true)
 	case sink.IsDataError(err):
+		tok.ReleaseRTT(took, backpressure.Ignore)
 		w.log.Warn("sink refused a batch for its content; isolating the events at fault", zap.Int("rows", len(b.Items)), zap.Error(err))
 		w.isolate(b.Items, err)
 	default:
+		tok.ReleaseRTT(took, backpressure.Dropped)
 		w.log.Warn("sink write failed; batch will be redelivered", zap.Int("rows", len(b.Items)), zap.Error(err))
 		w.settleAll(b.Items, false)
 	}
 }
 
-// writeItems writes the events of items to the sink with a timeout.
-func (w *Worker) writeItems(items []item) error {
+// writeItems writes the events of items to the sink with a timeout and
+// returns how long the write took.
+func (w *Worker) writeItems(items []item) (time.Duration, error) {
 	evs := make([]event.Event, len(items))
 	for i := range items {
 		evs[i] = items[i].ev
@@ -122,16 +128,17 @@ func (w *Worker) writeItems(items []item) error {
 		}
 		w.m.sinkErrors.WithLabelValues(kind).Inc()
 		w.m.writeSeconds.WithLabelValues("error").Observe(took.Seconds())
-		return err
+		return took, err
 	}
 	w.m.writeSeconds.WithLabelValues("ok").Observe(took.Seconds())
 	w.m.rows.WithLabelValues("inserted").Add(float64(n))
 	w.m.rows.WithLabelValues("duplicate").Add(float64(len(evs) - n))
+	w.written.Add(int64(len(evs)))
 	now := time.Now()
 	for i := range evs {
 		w.m.lag.Observe(now.Sub(evs[i].ReceivedAt).Seconds())
 	}
-	return nil
+	return took, nil
 }
 
 // isolate bisects a batch the sink refused for its content: the halves that
@@ -143,7 +150,7 @@ func (w *Worker) isolate(items []item, cause error) {
 	}
 	mid := len(items) / 2
 	for _, half := range [][]item{items[:mid], items[mid:]} {
-		err := w.writeItems(half)
+		_, err := w.writeItems(half)
 		switch {
 		case err == nil:
 			w.settleAll(half, true)

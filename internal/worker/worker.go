@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/batch"
 	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/event"
@@ -29,25 +30,25 @@ type Sink interface {
 
 // Settings are the live-tunable parameters of a Worker.
 type Settings struct {
-	Batch              batch.Limits
-	Batching           bool
-	PoolSize           int
-	MaxInflightBatches int
-	FetchMax           int
-	MaxDeliver         int
-	NakDelay           time.Duration
+	Batch      batch.Limits
+	Batching   bool
+	PoolSize   int
+	Limit      backpressure.Config // concurrent sink writes
+	FetchMax   int
+	MaxDeliver int
+	NakDelay   time.Duration
 }
 
 // SettingsFrom extracts the worker settings from a configuration.
 func SettingsFrom(cfg *config.Config) Settings {
 	return Settings{
 		Batch:              batch.Limits{MaxRows: cfg.Batch.MaxRows, MaxBytes: cfg.Batch.MaxBytes, Linger: cfg.Batch.Linger},
-		Batching:           cfg.Optimization.Batching,
-		PoolSize:           cfg.Worker.PoolSize,
-		MaxInflightBatches: cfg.Worker.MaxInflightBatches,
-		FetchMax:           cfg.Worker.FetchMax,
-		MaxDeliver:         cfg.Worker.MaxDeliver,
-		NakDelay:           cfg.Worker.NakDelay,
+		Batching:   cfg.Optimization.Batching,
+		PoolSize:   cfg.Worker.PoolSize,
+		Limit:      backpressure.WorkerConfig(cfg),
+		FetchMax:   cfg.Worker.FetchMax,
+		MaxDeliver: cfg.Worker.MaxDeliver,
+		NakDelay:   cfg.Worker.NakDelay,
 	}
 }
 
@@ -58,6 +59,7 @@ type Options struct {
 	ShutdownTimeout time.Duration // time to flush and ack at shutdown
 	WriteTimeout    time.Duration // longest sink write before it counts as failed
 	FetchWait       time.Duration // longest wait of one fetch request (default 1s)
+	MaxAckPending   int           // the consumer's MaxAckPending: the most events held at once
 }
 
 // item is one event in a batch, with the message it came from.
@@ -68,9 +70,11 @@ type item struct {
 
 // Worker runs the consumption pipeline. Every stage is bounded: at most
 // about two batches' worth of events per write slot are fetched and not yet
-// written; the decode pool blocks the fetch loop when busy; a full batch
-// waits for a free write slot. A slow sink therefore slows fetching, and the
-// stream absorbs the difference.
+// written (and never more than the sink writes in half an AckWait); the
+// decode pool blocks the fetch loop when busy; a full batch waits for a
+// write slot. The number of write slots is the sink limiter's limit, which
+// adapts to the sink's latency and errors. A slow sink therefore slows
+// fetching, and the stream absorbs the difference.
 type Worker struct {
 	cons jetstream.Consumer
 	js   jetstream.JetStream
@@ -80,6 +84,7 @@ type Worker struct {
 	m    *metrics
 
 	settings atomic.Pointer[Settings]
+	limiter  *backpressure.Limiter // concurrent sink writes
 	decode   *ants.Pool
 	write    *ants.Pool
 	batcher  *batch.Batcher[item]
@@ -88,6 +93,8 @@ type Worker struct {
 
 	outstanding atomic.Int64 // events fetched and not yet settled
 	perMsg      atomic.Int64 // moving average of events per message, ×16
+	written     atomic.Int64 // events written, for the write rate
+	rate        atomic.Int64 // moving average of events written per second
 	room        chan struct{}
 
 	decoding sync.WaitGroup
@@ -119,9 +126,14 @@ func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings,
 	if w.decode, err = ants.NewPool(s.PoolSize, panicked); err != nil {
 		return nil, fmt.Errorf("worker: decode pool: %w", err)
 	}
-	if w.write, err = ants.NewPool(s.MaxInflightBatches, panicked); err != nil {
+	if w.limiter, err = backpressure.NewLimiter("sink", s.Limit, reg); err != nil {
+		return nil, err
+	}
+	// The write pool is as large as the limit: tuned whenever it moves.
+	if w.write, err = ants.NewPool(w.limiter.Limit(), panicked); err != nil {
 		return nil, fmt.Errorf("worker: write pool: %w", err)
 	}
+	w.limiter.OnChange(func(limit int) { w.write.Tune(limit) })
 	w.batcher = batch.New[item](s.Batch, nil)
 	if w.m, err = newMetrics(reg, w); err != nil {
 		return nil, err
@@ -133,7 +145,7 @@ func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings,
 func (w *Worker) Apply(s Settings) {
 	w.settings.Store(&s)
 	w.decode.Tune(s.PoolSize)
-	w.write.Tune(s.MaxInflightBatches)
+	w.limiter.Configure(s.Limit)
 	w.batcher.SetLimits(s.Batch)
 	w.signalRoom()
 }
@@ -155,6 +167,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer stopAux()
 	aux.Go(func() { w.track.keepAlive(auxCtx, w.opts.AckWait, w.m.inProgress) })
 	aux.Go(func() { w.pollConsumer(auxCtx) })
+	aux.Go(func() { w.measureRate(auxCtx) })
 
 	w.fetchLoop(ctx)
 
@@ -211,10 +224,19 @@ func (w *Worker) fetchLoop(ctx context.Context) {
 }
 
 // fetchSize is how many messages to ask for: enough to keep the write slots
-// busy, and no more than fit in about two batches per write slot.
+// busy, and no more than fit in about two batches per write slot, nor more
+// than the sink writes in half an AckWait at its recent rate, nor more than
+// the consumer's MaxAckPending.
 func (w *Worker) fetchSize() int {
 	s := w.settings.Load()
-	limit := int64(s.MaxInflightBatches+1) * int64(s.Batch.MaxRows) * 2
+	rows := int64(s.Batch.MaxRows)
+	limit := int64(w.limiter.Limit()+1) * rows * 2
+	if r := w.rate.Load(); r > 0 {
+		limit = min(limit, max(rows, r*int64(w.opts.AckWait/time.Second)/2))
+	}
+	if w.opts.MaxAckPending > 0 {
+		limit = min(limit, int64(w.opts.MaxAckPending))
+	}
 	free := limit - w.outstanding.Load()
 	if free <= 0 {
 		return 0
@@ -269,12 +291,37 @@ func (w *Worker) dispatchWrites() {
 			}
 		}
 		w.m.flushes.WithLabelValues(string(b.Reason)).Inc()
+		// A write slot first: this wait is what holds a slow sink's
+		// batches back, and with them the batcher and the fetch loop.
+		tok, err := w.limiter.Acquire(w.writeCtx, 1)
+		if err != nil {
+			w.settleAll(b.Items, false) // shutdown deadline passed
+			continue
+		}
 		w.writing.Add(1)
-		if err := w.write.Submit(func() { defer w.writing.Done(); w.writeBatch(b) }); err != nil {
+		if err := w.write.Submit(func() { defer w.writing.Done(); w.writeBatch(b, tok) }); err != nil {
 			w.writing.Done()
+			tok.Release(backpressure.Ignore)
 			w.log.Error("write pool refused a batch; its messages will be redelivered", zap.Error(err))
 			w.settleAll(b.Items, false)
 		}
+	}
+}
+
+// measureRate keeps a moving average of the events written per second.
+func (w *Worker) measureRate(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := w.written.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := w.written.Load()
+		w.rate.Store((w.rate.Load()*3 + (n - last)) / 4)
+		last = n
 	}
 }
 
