@@ -42,7 +42,7 @@ type Settings struct {
 // SettingsFrom extracts the worker settings from a configuration.
 func SettingsFrom(cfg *config.Config) Settings {
 	return Settings{
-		Batch:              batch.Limits{MaxRows: cfg.Batch.MaxRows, MaxBytes: cfg.Batch.MaxBytes, Linger: cfg.Batch.Linger},
+		Batch:      batch.Limits{MaxRows: cfg.Batch.MaxRows, MaxBytes: cfg.Batch.MaxBytes, Linger: cfg.Batch.Linger},
 		Batching:   cfg.Optimization.Batching,
 		PoolSize:   cfg.Worker.PoolSize,
 		Limit:      backpressure.WorkerConfig(cfg),
