@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/degrade"
 	"github.com/levee-dev/levee/internal/ingest"
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/sink"
@@ -128,13 +130,29 @@ func serve(src config.Source, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	h, err := ingest.NewHandler(pub, gate, direct, newID, ingest.SettingsFrom(cfg), log, reg)
+	spool, err := degrade.OpenSpool(degrade.SpoolOptionsFrom(cfg), log, reg)
+	if err != nil {
+		return err
+	}
+	modes, err := degrade.NewModes(spool, degrade.ModeSettingsFrom(cfg), log, reg)
+	if err != nil {
+		return err
+	}
+	replayer, err := degrade.NewReplayer(spool, pub, gate, modes, degrade.ReplaySettingsFrom(cfg), log, reg)
+	if err != nil {
+		return err
+	}
+	h, err := ingest.NewHandler(ingest.Deps{
+		Publisher: pub, Gate: gate, Direct: direct, Spool: spool, Modes: modes, NewID: newID,
+	}, ingest.SettingsFrom(cfg), log, reg)
 	if err != nil {
 		return err
 	}
 	watcher.Subscribe(func(c *config.Config) {
 		pub.Apply(queue.SettingsFrom(c))
 		gate.Configure(backpressure.IngestConfig(c))
+		modes.Apply(degrade.ModeSettingsFrom(c))
+		replayer.Apply(degrade.ReplaySettingsFrom(c))
 		h.Apply(ingest.SettingsFrom(c))
 		_ = level.UnmarshalText([]byte(c.Log.Level))
 	})
@@ -165,8 +183,21 @@ func serve(src config.Source, cfg *config.Config) error {
 	}
 	admin := telemetry.AdminServer(telemetry.AdminHandler(reg, ready))
 
+	// The spool writer and the replayer outlive the HTTP servers: requests
+	// still being answered during the drain may need the spool.
+	spoolCtx, stopSpool := context.WithCancel(context.Background())
+	replayCtx, stopReplay := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	background.Go(func() { _ = spool.Run(spoolCtx) })
+	var replaying sync.WaitGroup
+	replaying.Go(func() { _ = replayer.Run(replayCtx) })
+	if n, b := spool.Len(); n > 0 {
+		log.Info("spool holds records from before; replaying them", zap.Int64("records", n), zap.Int64("bytes", b))
+	}
+
 	var g run.Group
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(func() error { return modes.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
 		return telemetry.Serve(ctx, public, publicLn, cfg.Ingest.ShutdownTimeout, log)
 	}, func(error) { draining.Store(true); cancel() })
@@ -181,13 +212,19 @@ func serve(src config.Source, cfg *config.Config) error {
 		log.Info("shutting down", zap.String("reason", err.Error()))
 		err = nil
 	}
-	// Every in-flight request has been answered; wait for publishes that
-	// outlived their request, then drain the connection (deferred).
+	// Every in-flight request has been answered. Stop replaying, wait for
+	// publishes that outlived their request, then sync and close the spool;
+	// the connection is drained last (deferred).
+	stopReplay()
+	replaying.Wait()
 	cctx, ccancel := context.WithTimeout(context.Background(), cfg.Ingest.ShutdownTimeout)
 	defer ccancel()
 	if cerr := pub.Close(cctx); cerr != nil {
 		log.Warn("publishes still in flight at shutdown", zap.Error(cerr))
 	}
+	stopSpool()
+	background.Wait()
+	spool.Close()
 	return err
 }
 

@@ -98,6 +98,13 @@ func (l *Limiter) Limit() int {
 	return l.limit()
 }
 
+// Headroom returns the units that fit under the limit now.
+func (l *Limiter) Headroom() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.limit() - l.inflight
+}
+
 // Inflight returns the units in flight.
 func (l *Limiter) Inflight() int {
 	l.mu.Lock()

@@ -15,6 +15,7 @@ type Config struct {
 	Queue        Queue        `koanf:"queue"`
 	Worker       Worker       `koanf:"worker"`
 	Backpressure Backpressure `koanf:"backpressure"`
+	Degrade      Degrade      `koanf:"degrade"`
 	Batch        Batch        `koanf:"batch"`
 	Sink         Sink         `koanf:"sink"`
 	Log          Log          `koanf:"log"`
@@ -27,6 +28,39 @@ type Optimization struct {
 	Batching bool `koanf:"batching"`
 	Packing  bool `koanf:"packing"`
 	Adaptive bool `koanf:"adaptive"`
+	Degrade  bool `koanf:"degrade"`
+}
+
+// Degrade configures the degraded path.
+type Degrade struct {
+	Force         string        `koanf:"force"`
+	NormalAfter   time.Duration `koanf:"normal_after"`
+	CriticalAbove float64       `koanf:"critical_above"`
+	CriticalBelow float64       `koanf:"critical_below"`
+	RetryAfter    time.Duration `koanf:"retry_after"`
+	Spool         Spool         `koanf:"spool"`
+	Replay        Replay        `koanf:"replay"`
+	Breaker       Breaker       `koanf:"breaker"`
+}
+
+// Spool configures the on-disk spool.
+type Spool struct {
+	Dir          string        `koanf:"dir"`
+	MaxBytes     int64         `koanf:"max_bytes"`
+	SegmentBytes int64         `koanf:"segment_bytes"`
+	SyncInterval time.Duration `koanf:"sync_interval"`
+}
+
+// Replay configures the spool replayer.
+type Replay struct {
+	Headroom    float64 `koanf:"headroom"`
+	BatchEvents int     `koanf:"batch_events"`
+}
+
+// Breaker configures the worker's sink circuit breaker.
+type Breaker struct {
+	Failures int           `koanf:"failures"`
+	OpenFor  time.Duration `koanf:"open_for"`
 }
 
 // Backpressure configures the adaptive limiters.

@@ -30,6 +30,8 @@ var liveKeys = []string{
 	"worker.max_deliver", "worker.nak_delay",
 	"batch.",
 	"backpressure.",
+	"degrade.force", "degrade.normal_after", "degrade.critical_above", "degrade.critical_below",
+	"degrade.retry_after", "degrade.replay.", "degrade.breaker.",
 	"log.level",
 }
 

@@ -56,6 +56,7 @@ func (c *Config) Validate() error {
 	c.validateWorker(&k)
 	c.validateSink(&k)
 	c.validateBackpressure(&k)
+	c.validateDegrade(&k)
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
 	k.check(c.Reload.Interval >= 0, "reload.interval", "must not be negative")
@@ -185,4 +186,23 @@ func (c *Config) validateBackpressure(k *checker) {
 		"must be between backpressure.ingest.min_limit and max_limit, got %d", in.InitialLimit)
 	k.check(in.Step > 0, "backpressure.ingest.step", "must be positive")
 	k.check(in.MaxWait >= 0, "backpressure.ingest.max_wait", "must not be negative")
+}
+
+func (c *Config) validateDegrade(k *checker) {
+	d := c.Degrade
+	k.oneOf("degrade.force", d.Force, "", "normal", "degraded", "critical")
+	k.check(d.NormalAfter >= 0, "degrade.normal_after", "must not be negative")
+	k.check(d.CriticalAbove > 0 && d.CriticalAbove <= 1, "degrade.critical_above", "must be in (0, 1], got %g", d.CriticalAbove)
+	k.check(d.CriticalBelow >= 0 && d.CriticalBelow < d.CriticalAbove, "degrade.critical_below",
+		"must be in [0, degrade.critical_above), got %g", d.CriticalBelow)
+	k.check(d.RetryAfter >= time.Second, "degrade.retry_after", "must be at least 1s, got %s", d.RetryAfter)
+	k.check(d.Spool.Dir != "", "degrade.spool.dir", "must not be empty")
+	k.check(d.Spool.MaxBytes >= c.Ingest.MaxBodyBytes*2, "degrade.spool.max_bytes",
+		"must be at least twice ingest.max_body_bytes (%d), got %d", c.Ingest.MaxBodyBytes*2, d.Spool.MaxBytes)
+	k.atLeast("degrade.spool.segment_bytes", d.Spool.SegmentBytes, 1<<20)
+	k.check(d.Spool.SyncInterval >= 0, "degrade.spool.sync_interval", "must not be negative")
+	k.check(d.Replay.Headroom >= 0 && d.Replay.Headroom < 1, "degrade.replay.headroom", "must be in [0, 1), got %g", d.Replay.Headroom)
+	k.atLeast("degrade.replay.batch_events", int64(d.Replay.BatchEvents), 1)
+	k.atLeast("degrade.breaker.failures", int64(d.Breaker.Failures), 1)
+	k.check(d.Breaker.OpenFor >= 100*time.Millisecond, "degrade.breaker.open_for", "must be at least 100ms, got %s", d.Breaker.OpenFor)
 }

@@ -44,10 +44,11 @@ type Problem struct {
 
 // Error is an answer other than 202, with a stable code.
 type Error struct {
-	Status  int       `json:"-"`
-	Code    string    `json:"code"`
-	Message string    `json:"message"`
-	Details []Problem `json:"details,omitempty"`
+	Status     int           `json:"-"`
+	RetryAfter time.Duration `json:"-"`
+	Code       string        `json:"code"`
+	Message    string        `json:"message"`
+	Details    []Problem     `json:"details,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/degrade"
 	"github.com/levee-dev/levee/internal/event"
 	"github.com/levee-dev/levee/internal/queue"
 )
@@ -29,12 +30,27 @@ import (
 // Paths an accepted request can take; the 202 body names it.
 const (
 	PathQueue  = "queue"  // published to JetStream and acknowledged
+	PathSpool  = "spool"  // appended to the local spool and fsynced; replayed later
 	PathDirect = "direct" // written to the sink synchronously (optimization.enabled: false)
 )
 
 // Publisher stores events durably and returns once they are acknowledged.
 type Publisher interface {
 	Publish(ctx context.Context, evs []event.Event) error
+	Ready() bool // connected: a publish can succeed
+}
+
+// Spool stores what the queue cannot take, durably, until it can.
+type Spool interface {
+	Append(ctx context.Context, data []byte) error
+}
+
+// Modes is the degradation state: read for operator overrides, told about
+// every spooled request and every spool failure.
+type Modes interface {
+	Forced() (degrade.Mode, bool)
+	Spooled()
+	SpoolFailed()
 }
 
 // Gate admits events into publishing: its limit is the number of events
@@ -54,9 +70,11 @@ type Settings struct {
 	Limits         Limits
 	MaxBodyBytes   int64
 	PublishTimeout time.Duration
-	MaxWait        time.Duration // how long a request the gate refuses waits for room
+	MaxWait        time.Duration // how long a request the gate refuses waits for room (without degrade)
+	RetryAfter     time.Duration // Retry-After when neither the queue nor the spool takes a request
 	Keys           *Keys
 	Direct         bool // optimization.enabled is false: write to the sink synchronously
+	Degrade        bool // optimization.degrade: spool what the queue cannot take
 }
 
 // SettingsFrom extracts the handler settings from a configuration.
@@ -70,31 +88,40 @@ func SettingsFrom(cfg *config.Config) Settings {
 		MaxBodyBytes:   cfg.Ingest.MaxBodyBytes,
 		PublishTimeout: cfg.Ingest.PublishTimeout,
 		MaxWait:        cfg.Backpressure.Ingest.MaxWait,
+		RetryAfter:     cfg.Degrade.RetryAfter,
 		Keys:           NewKeys(cfg.Ingest.Auth.APIKeys),
 		Direct:         !cfg.Optimization.Enabled,
+		Degrade:        cfg.Optimization.Degrade,
 	}
+}
+
+// Deps are the components a Handler hands events to.
+type Deps struct {
+	Publisher Publisher
+	Gate      Gate
+	Direct    Writer        // the synchronous path
+	Spool     Spool         // the degraded path
+	Modes     Modes         // with Spool
+	NewID     func() string // ids for events sent without one
 }
 
 // Handler serves POST /v1/events.
 type Handler struct {
-	pub      Publisher
-	gate     Gate
-	direct   Writer
-	newID    func() string
+	Deps
 	log      *zap.Logger
 	m        *metrics
 	settings atomic.Pointer[Settings]
 }
 
-// NewHandler returns a handler that publishes to pub through gate, or
-// writes to direct when Settings.Direct is set. newID makes ids for events
-// sent without one.
-func NewHandler(pub Publisher, gate Gate, direct Writer, newID func() string, s Settings, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
+// NewHandler returns a handler that publishes through the gate, spools what
+// the queue cannot take, or writes straight to the sink when Settings.Direct
+// is set.
+func NewHandler(d Deps, s Settings, log *zap.Logger, reg prometheus.Registerer) (*Handler, error) {
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{pub: pub, gate: gate, direct: direct, newID: newID, log: log.With(zap.String("component", "ingest")), m: m}
+	h := &Handler{Deps: d, log: log.With(zap.String("component", "ingest")), m: m}
 	h.settings.Store(&s)
 	return h, nil
 }
@@ -147,7 +174,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (st
 	if rerr != nil {
 		return "", 0, rerr
 	}
-	evs, derr := Decode(body, form, s.Limits, time.Now(), h.newID)
+	evs, derr := Decode(body, form, s.Limits, time.Now(), h.NewID)
 	if derr != nil {
 		return "", len(derr.Details), derr
 	}
@@ -160,36 +187,81 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (st
 	return path, len(evs), nil
 }
 
-// accept makes evs durable on the path the settings call for.
+// accept makes evs durable on the path the settings call for: the queue
+// when the gate admits them and JetStream acknowledges them; otherwise,
+// with the degraded path on, the spool. Only when neither can take them is
+// the request refused.
 func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (string, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, s.PublishTimeout)
 	defer cancel()
 	if s.Direct {
-		if _, err := h.direct.Write(ctx, evs); err != nil {
+		if _, err := h.Direct.Write(ctx, evs); err != nil {
 			h.log.Warn("direct write failed", zap.Error(err))
 			return "", unavailable("the database did not accept the events; retry later")
 		}
 		return PathDirect, nil
 	}
-	tok, ok := h.gate.TryAcquire(len(evs))
-	if !ok {
-		// The queue is not keeping up: wait a bounded time for room.
-		wctx, cancel := context.WithTimeout(ctx, s.MaxWait)
-		var err error
-		tok, err = h.gate.Acquire(wctx, len(evs))
-		cancel()
-		if err != nil {
-			return "", &Error{Status: http.StatusServiceUnavailable, Code: "overloaded",
-				Message: "too many events are awaiting acknowledgement; retry later"}
+	spool := s.Degrade && h.Spool != nil
+	if spool {
+		if f, ok := h.Modes.Forced(); ok && f == degrade.Critical {
+			return "", h.refused(s, "ingest is in critical mode (operator override)")
+		} else if ok && f == degrade.Degraded {
+			return h.toSpool(ctx, evs, s, "forced")
 		}
 	}
-	err := h.pub.Publish(ctx, evs)
+	if !h.Publisher.Ready() {
+		if spool {
+			return h.toSpool(ctx, evs, s, "unreachable")
+		}
+		return "", unavailable("the queue is unreachable; retry later")
+	}
+	tok, ok := h.Gate.TryAcquire(len(evs))
+	if !ok {
+		if spool {
+			return h.toSpool(ctx, evs, s, "admission")
+		}
+		// Without the degraded path, wait a bounded time for room.
+		wctx, cancel := context.WithTimeout(ctx, s.MaxWait)
+		var err error
+		tok, err = h.Gate.Acquire(wctx, len(evs))
+		cancel()
+		if err != nil {
+			return "", h.refused(s, "too many events are awaiting acknowledgement")
+		}
+	}
+	err := h.Publisher.Publish(ctx, evs)
 	tok.Release(outcome(err))
 	if err != nil {
+		if spool {
+			h.log.Warn("publish failed; spooling", zap.Int("events", len(evs)), zap.Error(err))
+			return h.toSpool(ctx, evs, s, "publish_error")
+		}
 		h.log.Warn("publish failed", zap.Int("events", len(evs)), zap.Error(err))
 		return "", unavailable("the queue did not acknowledge the events; retry later")
 	}
 	return PathQueue, nil
+}
+
+// toSpool appends evs to the spool as one record and waits for its fsync.
+// Some events may also have reached the queue (a publish that timed out);
+// the replay carries the same ids, so they are deduplicated.
+func (h *Handler) toSpool(ctx context.Context, evs []event.Event, s *Settings, reason string) (string, *Error) {
+	if err := h.Spool.Append(context.WithoutCancel(ctx), degrade.EncodeSpoolRecord(evs)); err != nil {
+		h.Modes.SpoolFailed()
+		if !errors.Is(err, degrade.ErrSpoolFull) {
+			h.log.Error("spool append failed", zap.Error(err))
+		}
+		return "", h.refused(s, "the queue cannot take the events and the spool is full")
+	}
+	h.Modes.Spooled()
+	h.m.spooled.WithLabelValues(reason).Add(float64(len(evs)))
+	return PathSpool, nil
+}
+
+// refused is the 503 answer of critical mode, with Retry-After.
+func (h *Handler) refused(s *Settings, why string) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "overloaded", RetryAfter: s.RetryAfter,
+		Message: why + "; retry later"}
 }
 
 // outcome classifies a publish result for the admission gate: a timeout,
@@ -324,15 +396,14 @@ func writeError(w http.ResponseWriter, e *Error) {
 	}{e})
 	w.Header().Set("Content-Type", "application/json")
 	if e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests {
-		if w.Header().Get("Retry-After") == "" {
-			w.Header().Set("Retry-After", "1")
-		}
+		w.Header().Set("Retry-After", strconv.Itoa(max(int(e.RetryAfter.Round(time.Second)/time.Second), 1)))
 	}
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(b, '\n'))
 }
 
 type metrics struct {
+	spooled      *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	events       *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
@@ -341,6 +412,10 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		spooled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_ingest_spooled_events_total",
+			Help: "Events sent to the spool, by reason (admission, unreachable, publish_error, forced).",
+		}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "levee_ingest_requests_total",
 			Help: "Ingest requests by HTTP status code and path taken (queue, spool, direct, none).",
@@ -359,12 +434,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests refused with 401, by reason (missing, invalid).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.events, m.duration, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.spooled, m.requests, m.events, m.duration, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
 	}
-	for _, p := range []string{PathQueue, PathDirect, "none"} {
+	for _, r := range []string{"admission", "unreachable", "publish_error", "forced"} {
+		m.spooled.WithLabelValues(r)
+	}
+	for _, p := range []string{PathQueue, PathSpool, PathDirect, "none"} {
 		m.events.WithLabelValues("accepted", p)
 		m.requests.WithLabelValues("202", p)
 	}

@@ -98,6 +98,10 @@ func (p *Publisher) Apply(s PublisherSettings) {
 	p.budget.setLimits(int64(s.MaxInflightEvents), s.MaxInflightBytes)
 }
 
+// Ready reports whether the connection to NATS is up: when it is not, a
+// publish would only wait for its ack timeout.
+func (p *Publisher) Ready() bool { return p.js.Conn().Status() == nats.CONNECTED }
+
 // Inflight returns the number of events awaiting acknowledgement.
 func (p *Publisher) Inflight() int64 { return p.budget.inUse() }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/degrade"
 	"github.com/levee-dev/levee/internal/event"
 	"github.com/levee-dev/levee/internal/ingest"
 	"github.com/levee-dev/levee/internal/pgtest"
@@ -48,6 +49,7 @@ func newEnv(t *testing.T, sinkKind string, tweak func(*config.Config)) *env {
 	require.NoError(t, err)
 	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
 	cfg.NATS.Embedded.StoreDir = t.TempDir()
+	cfg.Degrade.Spool.Dir = t.TempDir()
 	cfg.Sink.Kind = sinkKind
 	switch sinkKind {
 	case "sqlite":
@@ -100,7 +102,15 @@ func (e *env) startIngest() *httptest.Server {
 	reg := prometheus.NewRegistry()
 	gate, err := backpressure.NewLimiter("admission", backpressure.IngestConfig(e.cfg), reg)
 	require.NoError(e.t, err)
-	h, err := ingest.NewHandler(pub, gate, e.sink, newID, ingest.SettingsFrom(e.cfg), e.log, reg)
+	spool, err := degrade.OpenSpool(degrade.SpoolOptionsFrom(e.cfg), e.log, reg)
+	require.NoError(e.t, err)
+	modes, err := degrade.NewModes(spool, degrade.ModeSettingsFrom(e.cfg), e.log, reg)
+	require.NoError(e.t, err)
+	spoolCtx, stopSpool := context.WithCancel(context.Background())
+	spoolDone := make(chan struct{})
+	go func() { _ = spool.Run(spoolCtx); close(spoolDone) }()
+	h, err := ingest.NewHandler(ingest.Deps{Publisher: pub, Gate: gate, Direct: e.sink, Spool: spool, Modes: modes, NewID: newID},
+		ingest.SettingsFrom(e.cfg), e.log, reg)
 	require.NoError(e.t, err)
 	srv := httptest.NewServer(h)
 	e.t.Cleanup(func() {
@@ -108,6 +118,9 @@ func (e *env) startIngest() *httptest.Server {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		require.NoError(e.t, pub.Close(ctx))
+		stopSpool()
+		<-spoolDone
+		spool.Close()
 		nc.Close()
 	})
 	return srv

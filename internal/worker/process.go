@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/batch"
+	"github.com/levee-dev/levee/internal/degrade"
 	"github.com/levee-dev/levee/internal/event"
 	"github.com/levee-dev/levee/internal/queue"
 	"github.com/levee-dev/levee/internal/sink"
@@ -35,6 +37,7 @@ type delivery struct {
 	deliveries uint64
 	pending    atomic.Int32
 	failed     atomic.Bool
+	delay      atomic.Int64 // nak delay requested by a failure, if longer than worker.nak_delay
 	touched    atomic.Int64 // UnixNano of the fetch or the last InProgress
 }
 
@@ -93,8 +96,19 @@ func (w *Worker) process(d *delivery) {
 func (w *Worker) writeBatch(b batch.Batch[item], tok backpressure.Token) {
 	w.m.batchRows.Observe(float64(len(b.Items)))
 	w.m.batchBytes.Observe(float64(b.Bytes))
-	took, err := w.writeItems(b.Items)
+	var took time.Duration
+	err := w.breaker.Do(func() (err error) {
+		took, err = w.writeItems(b.Items)
+		return err
+	})
 	switch {
+	case errors.Is(err, degrade.ErrBreakerOpen):
+		// Not written: redeliver once the breaker may let writes through.
+		tok.Release(backpressure.Ignore)
+		for _, it := range b.Items {
+			it.d.delay.Store(int64(w.breaker.OpenFor()))
+		}
+		w.settleAll(b.Items, false)
 	case err == nil:
 		tok.ReleaseRTT(took, backpressure.Success)
 		w.settleAll(b.Items, true)
@@ -193,7 +207,7 @@ func (w *Worker) settle(d *delivery, ok bool) {
 	}
 	w.track.remove(d)
 	if d.failed.Load() {
-		_ = d.msg.NakWithDelay(w.settings.Load().NakDelay)
+		_ = d.msg.NakWithDelay(max(w.settings.Load().NakDelay, time.Duration(d.delay.Load())))
 		w.m.messages.WithLabelValues("nakked").Inc()
 	} else {
 		_ = d.msg.Ack()

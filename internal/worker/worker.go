@@ -20,7 +20,9 @@ import (
 	"github.com/levee-dev/levee/internal/backpressure"
 	"github.com/levee-dev/levee/internal/batch"
 	"github.com/levee-dev/levee/internal/config"
+	"github.com/levee-dev/levee/internal/degrade"
 	"github.com/levee-dev/levee/internal/event"
+	"github.com/levee-dev/levee/internal/sink"
 )
 
 // Sink is what the worker needs of a database.
@@ -34,6 +36,7 @@ type Settings struct {
 	Batching   bool
 	PoolSize   int
 	Limit      backpressure.Config // concurrent sink writes
+	Breaker    degrade.BreakerSettings
 	FetchMax   int
 	MaxDeliver int
 	NakDelay   time.Duration
@@ -46,6 +49,7 @@ func SettingsFrom(cfg *config.Config) Settings {
 		Batching:   cfg.Optimization.Batching,
 		PoolSize:   cfg.Worker.PoolSize,
 		Limit:      backpressure.WorkerConfig(cfg),
+		Breaker:    degrade.BreakerSettingsFrom(cfg),
 		FetchMax:   cfg.Worker.FetchMax,
 		MaxDeliver: cfg.Worker.MaxDeliver,
 		NakDelay:   cfg.Worker.NakDelay,
@@ -85,6 +89,7 @@ type Worker struct {
 
 	settings atomic.Pointer[Settings]
 	limiter  *backpressure.Limiter // concurrent sink writes
+	breaker  *degrade.Breaker
 	decode   *ants.Pool
 	write    *ants.Pool
 	batcher  *batch.Batcher[item]
@@ -104,7 +109,7 @@ type Worker struct {
 
 // New returns a worker consuming cons and writing to sink. js publishes to
 // the dead-letter stream.
-func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings, opts Options, log *zap.Logger, reg prometheus.Registerer) (*Worker, error) {
+func New(cons jetstream.Consumer, js jetstream.JetStream, sk Sink, s Settings, opts Options, log *zap.Logger, reg prometheus.Registerer) (*Worker, error) {
 	if opts.FetchWait <= 0 {
 		opts.FetchWait = time.Second
 	}
@@ -112,7 +117,7 @@ func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings,
 		opts.WriteTimeout = 30 * time.Second
 	}
 	w := &Worker{
-		cons: cons, js: js, sink: sink, opts: opts,
+		cons: cons, js: js, sink: sk, opts: opts,
 		log:    log.With(zap.String("component", "worker")),
 		single: make(chan batch.Batch[item]),
 		room:   make(chan struct{}, 1),
@@ -134,6 +139,9 @@ func New(cons jetstream.Consumer, js jetstream.JetStream, sink Sink, s Settings,
 		return nil, fmt.Errorf("worker: write pool: %w", err)
 	}
 	w.limiter.OnChange(func(limit int) { w.write.Tune(limit) })
+	if w.breaker, err = degrade.NewBreaker(s.Breaker, sink.IsDataError, w.log, reg); err != nil {
+		return nil, err
+	}
 	w.batcher = batch.New[item](s.Batch, nil)
 	if w.m, err = newMetrics(reg, w); err != nil {
 		return nil, err
@@ -146,6 +154,7 @@ func (w *Worker) Apply(s Settings) {
 	w.settings.Store(&s)
 	w.decode.Tune(s.PoolSize)
 	w.limiter.Configure(s.Limit)
+	w.breaker.Apply(s.Breaker)
 	w.batcher.SetLimits(s.Batch)
 	w.signalRoom()
 }
@@ -194,6 +203,15 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) fetchLoop(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		if w.breaker.Open() {
+			// The sink is failing: fetching more would only turn into naks.
+			// The breaker lets a probe write through after its open time.
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
 		n := w.fetchSize()
 		if n == 0 {
 			select {
