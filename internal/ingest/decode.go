@@ -46,6 +46,7 @@ type Problem struct {
 type Error struct {
 	Status     int           `json:"-"`
 	RetryAfter time.Duration `json:"-"`
+	Events     int           `json:"-"` // events in the refused request, when known
 	Code       string        `json:"code"`
 	Message    string        `json:"message"`
 	Details    []Problem     `json:"details,omitempty"`
@@ -70,7 +71,7 @@ type Limits struct {
 }
 
 // tsRE is RFC 3339 with a mandatory zone and at most nanosecond precision.
-var tsRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$`)
+var tsRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$`)
 
 var nullJSON = []byte("null")
 
@@ -118,6 +119,7 @@ func (d *decoder) result() ([]event.Event, *Error) {
 		}
 		return nil, &Error{
 			Status:  status,
+			Events:  d.count(),
 			Code:    codeInvalidEvents,
 			Message: fmt.Sprintf("%d of %d events are invalid; nothing was accepted", len(d.problems), d.count()),
 			Details: d.problems,
@@ -217,7 +219,7 @@ func (d *decoder) ndjson(body []byte) *Error {
 		} else {
 			l, body = body, nil
 		}
-		if len(bytes.TrimSpace(l)) == 0 {
+		if len(bytes.Trim(l, " \t\r")) == 0 { // JSON whitespace only
 			continue
 		}
 		if d.count() == d.lim.MaxEvents {
@@ -434,10 +436,11 @@ func parseTS(b []byte) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("not a valid time")
 	}
-	if y := t.UTC().Year(); y < 1 || y > 9999 {
-		return time.Time{}, fmt.Errorf("year %d out of range 1-9999", y)
+	t = t.UTC().Truncate(time.Microsecond)
+	if y := t.Year(); y < 1 || y > 9999 || t.IsZero() {
+		return time.Time{}, fmt.Errorf("must be after 0001-01-01T00:00:00Z and before year 10000")
 	}
-	return t.UTC().Truncate(time.Microsecond), nil
+	return t, nil
 }
 
 // truncate shortens an echoed value so that an error stays small.

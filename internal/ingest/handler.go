@@ -176,7 +176,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (st
 	}
 	evs, derr := Decode(body, form, s.Limits, time.Now(), h.NewID)
 	if derr != nil {
-		return "", len(derr.Details), derr
+		return "", derr.Events, derr
 	}
 	path, err := h.accept(r.Context(), evs, s)
 	if err != nil {
@@ -442,7 +442,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"admission", "unreachable", "publish_error", "forced"} {
 		m.spooled.WithLabelValues(r)
 	}
-	for _, p := range []string{PathQueue, PathSpool, PathDirect, "none"} {
+	for _, p := range []string{PathQueue, PathSpool, PathDirect} {
 		m.events.WithLabelValues("accepted", p)
 		m.requests.WithLabelValues("202", p)
 	}

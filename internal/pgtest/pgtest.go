@@ -89,6 +89,9 @@ func newDatabase(t testing.TB, admin string) string {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
 }
 
+// Database returns the DSN of a new, empty database on s.
+func (s *Server) Database(t testing.TB) string { return newDatabase(t, s.Admin) }
+
 // binDir finds the directory of initdb and postgres.
 func binDir() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
@@ -148,12 +151,15 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 }
 
 func (s *Server) start() error {
-	port, err := freePort()
-	if err != nil {
-		return err
+	if s.Port == 0 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		s.Port = port
 	}
-	s.Port = port
-	log, err := os.Create(filepath.Join(s.Dir, "postgres.log"))
+	port := s.Port
+	log, err := os.OpenFile(filepath.Join(s.Dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -182,6 +188,19 @@ func (s *Server) start() error {
 	return fmt.Errorf("postgres did not accept connections within 30s: %s", b)
 }
 
+// Halt shuts the server down (fast shutdown), keeping its data, as a
+// stopped database would be. Restart brings it back on the same port.
+func (s *Server) Halt() error {
+	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		return err
+	}
+	_ = s.cmd.Wait()
+	return nil
+}
+
+// Restart starts a halted server again on the same port and data.
+func (s *Server) Restart() error { return s.start() }
+
 // Pause stops the server process (SIGSTOP), as a hung database would be.
 func (s *Server) Pause() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
 
@@ -196,7 +215,7 @@ func (s *Server) Stop() {
 		return
 	}
 	s.stopped = true
-	if s.cmd != nil && s.cmd.Process != nil {
+	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
 		_ = s.cmd.Process.Signal(syscall.SIGCONT)
 		_ = s.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
 		done := make(chan struct{})

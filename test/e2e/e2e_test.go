@@ -17,12 +17,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	_ "modernc.org/sqlite"
+
+	"github.com/levee-dev/levee/internal/pgtest"
 )
 
 var binDir string
@@ -32,13 +35,19 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../../cmd/ingest", "../../cmd/worker").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
+	for _, args := range [][]string{
+		{"build", "-o", dir + "/", "../../cmd/ingest", "../../cmd/worker"},
+		// nats-server at the version go.mod pins, for tests that stop and
+		// restart the queue under the binaries.
+		{"build", "-o", dir + "/nats-server", "github.com/nats-io/nats-server/v2"},
+	} {
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go %v: %v\n%s", args, err, out)
+			os.Exit(1)
+		}
 	}
 	binDir = dir
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -54,15 +63,34 @@ func freePort(t *testing.T) string {
 // proc is a running binary.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *bytes.Buffer
+	out  *syncBuffer
 	done chan error
+}
+
+// syncBuffer collects a process's output; the process writes while the
+// test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, bin), args...)
-	cmd.Env = append(os.Environ(), "LEVEE_LOG__LEVEL=info")
-	out := &bytes.Buffer{}
+	cmd.Env = os.Environ()
+	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	p := &proc{cmd: cmd, out: out, done: make(chan error, 1)}
