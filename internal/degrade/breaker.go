@@ -115,6 +115,13 @@ func (b *Breaker) Open() bool {
 	return b.settings.Load().Enabled && b.cb.Load().State() == gobreaker.StateOpen
 }
 
+// HalfOpen reports whether the breaker is letting a probe write through:
+// the worker then fetches no more than that one write needs, so that a
+// failed probe does not turn a whole fetch into redeliveries.
+func (b *Breaker) HalfOpen() bool {
+	return b.settings.Load().Enabled && b.cb.Load().State() == gobreaker.StateHalfOpen
+}
+
 // OpenFor returns how long the breaker stays open: the delay for messages
 // nak'ed while it is.
 func (b *Breaker) OpenFor() time.Duration { return b.settings.Load().OpenFor }

@@ -260,6 +260,9 @@ func (w *Worker) fetchSize() int {
 		return 0
 	}
 	perMsg := max(w.perMsg.Load()/16, 1)
+	if w.breaker.HalfOpen() {
+		free = min(free, rows) // one batch: the probe
+	}
 	return int(min(max(free/perMsg, 1), int64(s.FetchMax)))
 }
 

@@ -67,6 +67,7 @@ type poster struct {
 	url    string
 	prefix string
 	per    int
+	pace   time.Duration // pause between a client's requests (0 = back to back)
 	next   atomic.Int64
 
 	mu       sync.Mutex
@@ -136,7 +137,7 @@ func (p *poster) run(clients int, stop <-chan struct{}) *sync.WaitGroup {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-time.After(p.pace):
 				}
 				p.postOnce()
 			}
