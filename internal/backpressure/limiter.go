@@ -296,5 +296,7 @@ func newLimiterMetrics(name string, reg prometheus.Registerer) (*limiterMetrics,
 			return nil, fmt.Errorf("backpressure: register metrics: %w", err)
 		}
 	}
+	m.rtt.WithLabelValues("short")
+	m.rtt.WithLabelValues("long")
 	return m, nil
 }

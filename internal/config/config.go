@@ -240,10 +240,14 @@ type Postgres struct {
 	MaxConns int    `koanf:"max_conns"`
 }
 
-// Log configures the zap logger.
+// Log configures the zap logger and the log policy.
 type Log struct {
-	Level  string `koanf:"level"`
-	Format string `koanf:"format"`
+	Level           string        `koanf:"level"`
+	Format          string        `koanf:"format"`
+	SummaryInterval time.Duration `koanf:"summary_interval"`
+	WarnBurst       int           `koanf:"warn_burst"`
+	WarnInterval    time.Duration `koanf:"warn_interval"`
+	DebugSample     int           `koanf:"debug_sample"`
 }
 
 // Reload configures hot reload of the config file.

@@ -59,6 +59,10 @@ func (c *Config) Validate() error {
 	c.validateDegrade(&k)
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
+	k.check(c.Log.SummaryInterval >= 0, "log.summary_interval", "must not be negative")
+	k.atLeast("log.warn_burst", int64(c.Log.WarnBurst), 1)
+	k.check(c.Log.WarnInterval >= 100*time.Millisecond, "log.warn_interval", "must be at least 100ms, got %s", c.Log.WarnInterval)
+	k.atLeast("log.debug_sample", int64(c.Log.DebugSample), 1)
 	k.check(c.Reload.Interval >= 0, "reload.interval", "must not be negative")
 	return errors.Join(k.errs...)
 }

@@ -447,5 +447,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.requests.WithLabelValues("202", p)
 	}
 	m.events.WithLabelValues("rejected", "none")
+	m.authFailures.WithLabelValues("missing")
+	m.authFailures.WithLabelValues("invalid")
 	return m, nil
 }

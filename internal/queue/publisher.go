@@ -479,6 +479,9 @@ func newPublisherMetrics(reg prometheus.Registerer) (*publisherMetrics, error) {
 			return nil, fmt.Errorf("queue: register metrics: %w", err)
 		}
 	}
+	for _, r := range []string{"timeout", "stalled", "no_responders", "full", "disconnected", "busy", "other"} {
+		m.errors.WithLabelValues(r)
+	}
 	for _, f := range []string{FormatPack, FormatJSON} {
 		for _, r := range []string{"ok", "error"} {
 			m.messages.WithLabelValues(formatLabel(f), r)
