@@ -67,10 +67,11 @@ func runMain(args []string, stdin io.Reader, stdout io.Writer) error {
 }
 
 func serve(src config.Source, cfg *config.Config) error {
-	log, level, err := telemetry.NewLogger(cfg.Log, "ingest")
+	logging, err := telemetry.NewLogging(cfg.Log, "ingest")
 	if err != nil {
 		return err
 	}
+	log := logging.Logger
 	defer log.Sync() //nolint:errcheck
 	uuid.EnableRandPool()
 	reg := telemetry.NewRegistry("ingest")
@@ -154,7 +155,7 @@ func serve(src config.Source, cfg *config.Config) error {
 		modes.Apply(degrade.ModeSettingsFrom(c))
 		replayer.Apply(degrade.ReplaySettingsFrom(c))
 		h.Apply(ingest.SettingsFrom(c))
-		_ = level.UnmarshalText([]byte(c.Log.Level))
+		logging.Apply(c.Log)
 	})
 
 	var draining atomic.Bool
@@ -197,6 +198,9 @@ func serve(src config.Source, cfg *config.Config) error {
 
 	var g run.Group
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(func() error { return logging.Run(ctx) }, func(error) { cancel() })
+	summary := telemetry.NewSummary(reg, log, cfg.Log.SummaryInterval)
+	g.Add(func() error { return summary.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return modes.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
 		return telemetry.Serve(ctx, public, publicLn, cfg.Ingest.ShutdownTimeout, log)

@@ -13,15 +13,15 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/levee-dev/levee/internal/config"
 	"github.com/levee-dev/levee/internal/loadgen"
-	"github.com/levee-dev/levee/internal/telemetry"
 )
 
 const usage = `usage: loadgen <command> [flags]
@@ -39,7 +39,7 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		fmt.Fprintln(os.Stderr, "loadgen:", strings.TrimPrefix(err.Error(), "loadgen: "))
 		os.Exit(1)
 	}
 }
@@ -52,10 +52,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := loadgen.RaiseNoFile(); err != nil {
 		return err
 	}
-	log, _, err := telemetry.NewLogger(config.Log{Level: "info", Format: "console"}, "loadgen")
-	if err != nil {
-		return err
-	}
+	log := newLogger()
 	defer log.Sync() //nolint:errcheck
 	fs := flag.NewFlagSet("loadgen "+args[0], flag.ContinueOnError)
 	switch args[0] {
@@ -200,10 +197,24 @@ func ceilings(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Wr
 	return nil
 }
 
-// commandLine quotes args for a shell, for the report.
+// newLogger logs progress to stderr, for a person at a terminal.
+func newLogger() *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+	enc.EncodeLevel = zapcore.CapitalLevelEncoder
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), zap.InfoLevel)
+	return zap.New(core)
+}
+
+// password matches the password of a URL's user info.
+var password = regexp.MustCompile(`(://[^:/@\s]+:)[^@\s]+@`)
+
+// commandLine quotes args for a shell, for the report, with URL passwords
+// (a -pg-dsn) masked.
 func commandLine(args []string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
+		a = password.ReplaceAllString(a, "${1}***@")
 		if a == "" || strings.ContainsAny(a, " \t\"'$\\*?;&|<>()") {
 			a = strconv.Quote(a)
 		}

@@ -48,10 +48,11 @@ func runMain(args []string) error {
 }
 
 func serve(src config.Source, cfg *config.Config) error {
-	log, level, err := telemetry.NewLogger(cfg.Log, "worker")
+	logging, err := telemetry.NewLogging(cfg.Log, "worker")
 	if err != nil {
 		return err
 	}
+	log := logging.Logger
 	defer log.Sync() //nolint:errcheck
 	reg := telemetry.NewRegistry("worker")
 	watcher, err := config.NewWatcher(src, cfg, log, reg)
@@ -112,7 +113,7 @@ func serve(src config.Source, cfg *config.Config) error {
 	}
 	watcher.Subscribe(func(c *config.Config) {
 		w.Apply(worker.SettingsFrom(c))
-		_ = level.UnmarshalText([]byte(c.Log.Level))
+		logging.Apply(c.Log)
 	})
 	ready := func(ctx context.Context) error {
 		if s := nc.Status(); s != nats.CONNECTED {
@@ -130,6 +131,9 @@ func serve(src config.Source, cfg *config.Config) error {
 
 	var g run.Group
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	g.Add(func() error { return logging.Run(ctx) }, func(error) { cancel() })
+	summary := telemetry.NewSummary(reg, log, cfg.Log.SummaryInterval)
+	g.Add(func() error { return summary.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return telemetry.Serve(ctx, admin, adminLn, time.Second, log) }, func(error) { cancel() })
 	g.Add(func() error { return watcher.Run(ctx, cfg.Reload.Interval) }, func(error) { cancel() })

@@ -143,8 +143,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		path = "none"
 	}
+	took := time.Since(start)
 	h.m.requests.WithLabelValues(strconv.Itoa(status), path).Inc()
-	h.m.duration.WithLabelValues(path).Observe(time.Since(start).Seconds())
+	h.m.duration.WithLabelValues(path).Observe(took.Seconds())
+	if ce := h.log.Check(zap.DebugLevel, "request"); ce != nil { // sampled by the log policy
+		code := ""
+		if err != nil {
+			code = err.Code
+		}
+		ce.Write(zap.String("remote", r.RemoteAddr), zap.Int("status", status), zap.String("path", path),
+			zap.Int("events", n), zap.String("code", code), zap.Duration("took", took))
+	}
 }
 
 // serve returns the path taken and the number of events, or the error answer.
