@@ -2,7 +2,7 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 
-.PHONY: all build run test test-deps lint bench clean
+.PHONY: all build run test test-deps lint bench bench-smoke clean
 
 all: build
 
@@ -27,9 +27,16 @@ lint:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-## bench: Go benchmarks of the hot paths
+## bench: Go benchmarks of the hot paths, then the load-test plan (scripts/bench.sh:
+## every scenario before/after, ceilings, report in ./report); BENCH_ARGS adds flags,
+## e.g. make bench BENCH_ARGS='-scenarios peak -scale 0.1 -ablation peak'
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	./scripts/bench.sh $(BENCH_ARGS)
+
+## bench-smoke: every scenario at 1/200 of its length (1.5-3 s), ceilings, count check; ~40 s (report in ./report/smoke)
+bench-smoke:
+	./scripts/bench.sh -scale 0.005 -drain-timeout 10s -out report/smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) data
