@@ -23,6 +23,7 @@ type Publisher interface {
 type Gate interface {
 	TryAcquire(n int) (backpressure.Token, bool)
 	Headroom() int
+	Inflight() int
 	Limit() int
 }
 
@@ -81,12 +82,15 @@ func (r *Replayer) Run(ctx context.Context) error {
 			r.wait(ctx, 200*time.Millisecond, false)
 			continue
 		}
-		if !r.fill() {
+		if !r.fill(max(1, min(r.settings.Load().BatchEvents, r.room()))) {
 			r.wait(ctx, time.Second, true) // until something is spooled
 			continue
 		}
 		n := len(r.evs)
-		if !r.roomFor(n) {
+		// An idle gate takes a batch bigger than the room (a record can
+		// hold up to ingest.max_events_per_request events); otherwise live
+		// traffic keeps its headroom.
+		if r.room() < n && r.gate.Inflight() > 0 {
 			r.wait(ctx, 20*time.Millisecond, false)
 			continue
 		}
@@ -126,18 +130,17 @@ func (r *Replayer) allowed() bool {
 	return r.pub.Ready()
 }
 
-// roomFor reports whether the gate has room for n events plus the
-// headroom kept for live traffic.
-func (r *Replayer) roomFor(n int) bool {
+// room returns how many events the gate can take beyond the headroom kept
+// for live traffic.
+func (r *Replayer) room() int {
 	keep := int(r.settings.Load().Headroom * float64(r.gate.Limit()))
-	return r.gate.Headroom()-keep >= n
+	return r.gate.Headroom() - keep
 }
 
-// fill reads records until the batch holds BatchEvents events. It reports
-// whether there is anything to replay.
-func (r *Replayer) fill() bool {
-	limit := r.settings.Load().BatchEvents
-	for len(r.evs) < limit {
+// fill reads records until the batch holds at least target events (or the
+// spool has no more). It reports whether there is anything to replay.
+func (r *Replayer) fill(target int) bool {
+	for len(r.evs) < target {
 		e, ok := r.spool.Next()
 		if !ok {
 			break
