@@ -255,14 +255,14 @@ func (w *Worker) fetchSize() int {
 	if w.opts.MaxAckPending > 0 {
 		limit = min(limit, int64(w.opts.MaxAckPending))
 	}
+	if w.breaker.HalfOpen() {
+		limit = rows // the probe: one batch in hand, no more
+	}
 	free := limit - w.outstanding.Load()
 	if free <= 0 {
 		return 0
 	}
 	perMsg := max(w.perMsg.Load()/16, 1)
-	if w.breaker.HalfOpen() {
-		free = min(free, rows) // one batch: the probe
-	}
 	return int(min(max(free/perMsg, 1), int64(s.FetchMax)))
 }
 
