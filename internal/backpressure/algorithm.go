@@ -55,48 +55,70 @@ func clamp(v float64, p Params) float64 {
 
 func secs(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// baseline estimates the no-load RTT: the minimum RTT seen, re-measured
-// when it is older than the window. Under sustained saturation every sample
-// is inflated by queueing, so a moving average would follow the inflation
-// and let a limit creep up whatever the sink's capacity (the simulator in the
-// tests shows it). To re-measure, the limit is cut to a quarter for a
-// moment (a probe, as BBR's ProbeRTT does), until enough low-concurrency
-// samples came back or four no-load RTTs passed; then it is restored.
+// baseline estimates the no-load RTT: the lowest mean of a few consecutive
+// samples, re-measured when it is older than the window. Means of a few
+// samples, not single samples: one unusually fast write would otherwise set
+// a floor that ordinary writes never meet, and the limit would shrink below
+// the sink's capacity. Under sustained saturation every sample is inflated
+// by queueing, so a moving average would follow the inflation and let a
+// limit creep up whatever the sink's capacity (the simulator in the tests
+// shows it). To re-measure, the limit is cut to a quarter for a moment (a
+// probe, as BBR's ProbeRTT does), until enough low-concurrency samples came
+// back or four no-load RTTs passed; then it is restored.
 type baseline struct {
-	rtt float64 // seconds; 0 until the first sample
+	rtt float64 // seconds; 0 until the first window
 	at  time.Time
+
+	sum float64 // the current window of samples
+	n   int
 
 	probing    bool
 	probeLimit float64
 	saved      float64
-	probeMin   float64
+	probeSum   float64
 	probeN     int
 	probeStart time.Time
 }
 
+// baselineSamples is the size of the windows whose means are compared.
+const baselineSamples = 5
+
 // observe feeds one successful sample. It reports true while a probe is
 // under way, during which *limit is held low and the algorithm must not act.
 func (b *baseline) observe(now time.Time, rtt float64, inflight int, limit *float64, p Params) bool {
-	if b.rtt == 0 || rtt <= b.rtt {
-		b.rtt, b.at = rtt, now
-	}
 	if b.probing {
 		if float64(inflight) <= b.probeLimit {
-			b.probeMin = math.Min(b.probeMin, rtt)
+			b.probeSum += rtt
 			b.probeN++
 		}
-		if b.probeN >= max(int(b.probeLimit), 1) || now.Sub(b.probeStart).Seconds() > 4*b.rtt+0.1 {
+		if b.probeN >= max(int(b.probeLimit), baselineSamples) || now.Sub(b.probeStart).Seconds() > 4*b.rtt+0.1 {
 			if b.probeN > 0 {
-				b.rtt = b.probeMin
+				b.rtt = b.probeSum / float64(b.probeN)
 			}
 			b.at, b.probing, *limit = now, false, b.saved
+			b.sum, b.n = 0, 0
 		}
 		return b.probing
+	}
+	b.sum += rtt
+	b.n++
+	if b.n >= baselineSamples {
+		mean := b.sum / float64(b.n)
+		if b.rtt == 0 || mean <= b.rtt {
+			b.rtt = mean
+		}
+		if mean <= b.rtt*1.05 { // seen again (within noise): still the no-load RTT
+			b.at = now
+		}
+		b.sum, b.n = 0, 0
+	}
+	if b.rtt == 0 {
+		b.rtt, b.at = rtt, now // until the first window completes
 	}
 	if p.BaselineWindow > 0 && now.Sub(b.at) > p.BaselineWindow {
 		b.probing, b.saved, b.probeStart = true, *limit, now
 		b.probeLimit = math.Max(float64(p.Min), math.Floor(*limit/4))
-		b.probeMin, b.probeN = math.Inf(1), 0
+		b.probeSum, b.probeN = 0, 0
 		*limit = b.probeLimit
 		return true
 	}

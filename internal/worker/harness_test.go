@@ -36,14 +36,14 @@ import (
 // env is an in-process pipeline: an embedded JetStream server, a sink,
 // and as many ingest handlers and workers as a test starts.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	cfg  *config.Config
 	ns   *server.Server
 	sink sink.Sink
 	log  *zap.Logger
 }
 
-func newEnv(t *testing.T, sinkKind string, tweak func(*config.Config)) *env {
+func newEnv(t testing.TB, sinkKind string, tweak func(*config.Config)) *env {
 	t.Helper()
 	cfg, err := config.Load(config.Source{Environ: func() []string { return nil }})
 	require.NoError(t, err)
@@ -135,7 +135,7 @@ type runningWorker struct {
 }
 
 // stop shuts the worker down cleanly and waits for it.
-func (r *runningWorker) stop(t *testing.T) {
+func (r *runningWorker) stop(t testing.TB) {
 	r.cancel()
 	select {
 	case err := <-r.done:
@@ -252,7 +252,7 @@ func (g *gateSink) Write(ctx context.Context, evs []event.Event) (int, error) {
 }
 
 // value returns the value of the series name{label="val"} of a worker's registry.
-func value(t *testing.T, w *runningWorker, name, label, val string) float64 {
+func value(t testing.TB, w *runningWorker, name, label, val string) float64 {
 	t.Helper()
 	mfs, err := w.reg.Gather()
 	require.NoError(t, err)
@@ -279,7 +279,7 @@ func value(t *testing.T, w *runningWorker, name, label, val string) float64 {
 }
 
 // decodeBulk decodes a JSON body the way ingest does.
-func decodeBulk(t *testing.T, body []byte) []event.Event {
+func decodeBulk(t testing.TB, body []byte) []event.Event {
 	t.Helper()
 	evs, derr := ingest.Decode(body, ingest.FormJSON, ingest.Limits{MaxEvents: 10000, MaxEventBytes: 1 << 20, MaxDepth: 32},
 		time.Now(), func() string { return "x" })
