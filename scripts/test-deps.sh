@@ -3,6 +3,8 @@
 # passes on a fresh Debian machine with Go:
 #   - PostgreSQL server binaries (initdb, postgres): the tests start their own
 #     throwaway server on a loopback port.
+#   - promtool (Debian package prometheus) and docker-compose (v1): test/deploy
+#     checks the alert rules and the compose file with them; no Docker daemon.
 set -euo pipefail
 
 have_pg() {
@@ -12,6 +14,8 @@ have_pg() {
 
 missing=()
 have_pg || missing+=(postgresql)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "test-deps: installing ${missing[*]}" >&2
