@@ -107,6 +107,7 @@ func serve(src config.Source, cfg *config.Config) error {
 		ShutdownTimeout: cfg.Worker.ShutdownTimeout,
 		WriteTimeout:    cfg.Worker.WriteTimeout,
 		MaxAckPending:   cfg.Worker.MaxAckPending,
+		Stream:          cfg.NATS.Stream.Name,
 	}, log, reg)
 	if err != nil {
 		return err

@@ -24,6 +24,9 @@ type metrics struct {
 	pending      prometheus.Gauge
 	ackPending   prometheus.Gauge
 	redelivered  prometheus.Gauge
+	streamBytes  prometheus.Gauge
+	streamMsgs   prometheus.Gauge
+	streamMax    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
@@ -89,6 +92,18 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 			Help: "Messages delivered more than once and not yet acknowledged, from consumer info.",
 		}),
 	}
+	m.streamBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "levee_stream_bytes",
+		Help: "Bytes stored in the EVENTS stream (messages not yet acknowledged), from stream info.",
+	})
+	m.streamMsgs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "levee_stream_messages",
+		Help: "Messages stored in the EVENTS stream, from stream info.",
+	})
+	m.streamMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "levee_stream_max_bytes",
+		Help: "The EVENTS stream's max_bytes: past it, publishes are refused (DiscardNew) and ingest spools.",
+	})
 	outstanding := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "levee_worker_outstanding_events",
 		Help: "Events fetched by this worker and not yet written (or dead-lettered).",
@@ -96,6 +111,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 	collectors := []prometheus.Collector{
 		m.fetched, m.messages, m.inProgress, m.flushes, m.batchRows, m.batchBytes, m.writeSeconds,
 		m.rows, m.sinkErrors, m.lag, m.dlq, m.pending, m.ackPending, m.redelivered, outstanding,
+		m.streamBytes, m.streamMsgs, m.streamMax,
 		poolCollector{"decode": w.decode, "write": w.write},
 	}
 	for _, c := range collectors {
@@ -111,6 +127,9 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 	}
 	for _, r := range []string{"inserted", "duplicate"} {
 		m.rows.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.writeSeconds.WithLabelValues(r)
 	}
 	for _, k := range []string{"unavailable", "data"} {
 		m.sinkErrors.WithLabelValues(k)

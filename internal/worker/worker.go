@@ -64,6 +64,7 @@ type Options struct {
 	WriteTimeout    time.Duration // longest sink write before it counts as failed
 	FetchWait       time.Duration // longest wait of one fetch request (default 1s)
 	MaxAckPending   int           // the consumer's MaxAckPending: the most events held at once
+	Stream          string        // the stream's name, for its fill level
 }
 
 // item is one event in a batch, with the message it came from.
@@ -346,19 +347,28 @@ func (w *Worker) measureRate(ctx context.Context) {
 	}
 }
 
-// pollConsumer exports the consumer's pending and redelivery counts.
+// pollConsumer exports the consumer's pending and redelivery counts and
+// the stream's fill level, every 5 s (not per message).
 func (w *Worker) pollConsumer(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := w.cons.Info(ictx)
-		cancel()
 		if err == nil {
 			w.m.pending.Set(float64(info.NumPending))
 			w.m.ackPending.Set(float64(info.NumAckPending))
 			w.m.redelivered.Set(float64(info.NumRedelivered))
 		}
+		if w.opts.Stream != "" {
+			if st, err := w.js.Stream(ictx, w.opts.Stream); err == nil {
+				si := st.CachedInfo()
+				w.m.streamBytes.Set(float64(si.State.Bytes))
+				w.m.streamMsgs.Set(float64(si.State.Msgs))
+				w.m.streamMax.Set(float64(si.Config.MaxBytes))
+			}
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
