@@ -43,9 +43,11 @@ type BenchConfig struct {
 	DrainTimeout time.Duration `json:"drain_timeout"`
 	Timeout      time.Duration `json:"request_timeout"`
 	Overrides    []string      `json:"overrides,omitempty"` // config overrides for every pipeline
-	WorkDir      string        `json:"-"`                   // parent of the pipelines' directories
-	Keep         bool          `json:"keep"`                // keep the pipelines' directories
-	Command      string        `json:"-"`
+	// StatementDelay slows every INSERT into the PostgreSQL sink table.
+	StatementDelay time.Duration `json:"pg_statement_delay,omitempty"`
+	WorkDir        string        `json:"-"`    // parent of the pipelines' directories
+	Keep           bool          `json:"keep"` // keep the pipelines' directories
+	Command        string        `json:"-"`
 }
 
 // Run is one scenario run against one pipeline configuration.
@@ -245,7 +247,7 @@ func (b *Bench) runLoad(ctx context.Context, scenario, variant string, load Load
 		}
 	}()
 	p := NewPipeline(PipelineConfig{BinDir: b.cfg.BinDir, Dir: dir, Workers: b.cfg.Workers, Sink: b.cfg.Sink,
-		Overrides: append(slices.Clone(b.cfg.Overrides), overrides...)}, b.root)
+		Overrides: append(slices.Clone(b.cfg.Overrides), overrides...), StatementDelay: b.cfg.StatementDelay}, b.root)
 	if err := p.Start(ctx); err != nil {
 		run.Error = err.Error()
 		return run

@@ -109,6 +109,7 @@ func (f *BenchFlags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Workers, "workers", 1, "worker processes")
 	fs.StringVar(&c.Sink.Kind, "sink", SinkSQLite, "sqlite (a fresh file per run) or postgres (table "+benchTable+", dropped per run)")
 	fs.StringVar(&c.Sink.PGDSN, "pg-dsn", "", "PostgreSQL DSN for -sink postgres")
+	fs.DurationVar(&c.StatementDelay, "pg-statement-delay", 0, "with -sink postgres: delay every INSERT statement by this much (a slow sink)")
 	fs.StringVar(&c.Ablation, "ablation", "", "also run this scenario with each optimization switched off alone")
 	fs.BoolVar(&c.NoCeilings, "no-ceilings", false, "skip the ceiling measurements")
 	fs.StringVar(&f.NATSBin, "nats-bin", "auto", `natscli for the JetStream ceiling: a path, "auto" (nats on PATH) or "none" (built-in publisher)`)

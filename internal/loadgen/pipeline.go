@@ -32,6 +32,11 @@ type PipelineConfig struct {
 	Overrides    []string   // "key=value" config overrides, passed to both binaries as -key=value
 	ReadyTimeout time.Duration
 	StopTimeout  time.Duration
+	// StatementDelay, with a PostgreSQL sink, makes every INSERT statement
+	// into the table wait this long (a statement trigger calling pg_sleep):
+	// a slow or distant database, which costs a statement per request far
+	// more than a statement per batch.
+	StatementDelay time.Duration
 }
 
 // Pipeline is ingest (with its embedded NATS server) and N workers,
@@ -116,6 +121,9 @@ func (p *Pipeline) Start(ctx context.Context) error {
 	}
 	for i := 0; err == nil && i < len(p.workers); i++ {
 		err = waitReady(ctx, p.workers[i], p.WorkerAdmins[i], p.cfg.ReadyTimeout)
+	}
+	if err == nil && p.cfg.Sink.Kind == SinkPostgres && p.cfg.StatementDelay > 0 {
+		err = slowTable(ctx, p.cfg.Sink.PGDSN, benchTable, p.cfg.StatementDelay)
 	}
 	if err != nil {
 		_ = p.Stop()
@@ -291,6 +299,25 @@ func freePorts(n int) ([]string, error) {
 		out = append(out, l.Addr().String())
 	}
 	return out, nil
+}
+
+// slowTable adds a statement trigger that delays every INSERT into table.
+// The workers have created the table by the time they are ready.
+func slowTable(ctx context.Context, dsn, table string, d time.Duration) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("loadgen: connect postgres: %w", err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, fmt.Sprintf(`
+		CREATE OR REPLACE FUNCTION loadgen_statement_delay() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN PERFORM pg_sleep(%f); RETURN NULL; END $$;
+		CREATE TRIGGER loadgen_statement_delay BEFORE INSERT ON %s
+		FOR EACH STATEMENT EXECUTE FUNCTION loadgen_statement_delay();`, d.Seconds(), table))
+	if err != nil {
+		return fmt.Errorf("loadgen: slow down %s: %w", table, err)
+	}
+	return nil
 }
 
 func dropTable(ctx context.Context, dsn, table string) error {

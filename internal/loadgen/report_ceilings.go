@@ -113,6 +113,9 @@ func yesNo(b bool) string {
 func (r *Report) writeMethod(w writer) {
 	w("## 方法 / How it was measured\n\n")
 	w("- Each run starts fresh services (`ingest` with its embedded NATS JetStream server, %d worker(s), a new %s sink) as child processes on free loopback ports, waits for `/readyz`, and stops them with SIGTERM afterwards; a non-zero exit fails the run.\n", r.Config.Workers, r.Config.Sink.Kind)
+	if d := r.Config.StatementDelay; d > 0 {
+		w("- The sink is made slow: a statement trigger on the PostgreSQL table delays every INSERT by %s, so a statement per request costs far more than a statement per batch.\n", d)
+	}
 	w("- Closed loop: N clients post back-to-back on kept-alive connections. Open loop (burst): each request has an intended send time from the arrival rate; latency is measured from it, so a stalled server cannot hide its stall (no coordinated omission); a request due while every in-flight slot is busy is counted as dropped by the generator.\n")
 	w("- Latency: HDR histogram, 1 µs resolution, 3 significant digits (per-second p99: 2 digits). Error rate: answers other than 202, and transport errors, over the requests sent.\n")
 	w("- Every second: the services' `/metrics` (queue depth `levee_consumer_pending_messages`, spool `levee_spool_events`, sink rows `levee_sink_rows_total{result=\"inserted\"}`, lag histogram `levee_worker_lag_seconds`, `levee_degrade_mode`) and `/proc/<pid>/stat` + `status` (CPU = Δ(utime+stime)/Δwall, RSS = VmRSS). CPU and RSS figures are over the load window; lag p50/p99 are interpolated from the histogram's bucket deltas over the run.\n")
