@@ -2,7 +2,7 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 
-.PHONY: all build run test test-deps lint bench bench-smoke clean
+.PHONY: all build run test test-deps lint bench bench-smoke fuzz-smoke clean
 
 all: build
 
@@ -37,6 +37,19 @@ bench:
 ## bench-smoke: every scenario at 1/200 of its length (1.5-3 s), ceilings, count check; ~40 s (report in ./report/smoke)
 bench-smoke:
 	./scripts/bench.sh -scale 0.005 -drain-timeout 10s -out report/smoke $(BENCH_ARGS)
+
+## fuzz-smoke: run every Go fuzz target (func FuzzX in a *_test.go) for FUZZTIME each (default 10s).
+## Not part of `make test` (CI time); CI runs it after the tests with FUZZTIME=5s. An input that
+## fails is written to the package's testdata/fuzz and fails the target.
+FUZZTIME ?= 10s
+fuzz-smoke:
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+	  dir=$$(dirname $$file); \
+	  for fn in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+	    echo "fuzz-smoke: $$fn in $$dir for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
 
 clean:
 	rm -rf $(BIN) data

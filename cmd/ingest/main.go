@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -82,9 +83,18 @@ func serve(src config.Source, cfg *config.Config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	var tlsCfg *tls.Config
+	if cfg.Ingest.TLS.Enabled() {
+		if tlsCfg, err = serverTLS(cfg.Ingest.TLS); err != nil {
+			return err
+		}
+	}
 	publicLn, err := telemetry.Listen("ingest.listen", cfg.Ingest.Listen)
 	if err != nil {
 		return err
+	}
+	if tlsCfg != nil {
+		publicLn = tls.NewListener(publicLn, tlsCfg)
 	}
 	adminLn, err := telemetry.Listen("ingest.admin_listen", cfg.Ingest.AdminListen)
 	if err != nil {
@@ -209,8 +219,9 @@ func serve(src config.Source, cfg *config.Config) error {
 		return telemetry.Serve(ctx, admin, adminLn, time.Second, log)
 	}, func(error) { cancel() })
 	g.Add(func() error { return watcher.Run(ctx, cfg.Reload.Interval) }, func(error) { cancel() })
-	log.Info("ingest listening", zap.String("listen", publicLn.Addr().String()), zap.String("admin", adminLn.Addr().String()),
-		zap.String("nats", queue.URL(cfg.NATS)), zap.Bool("optimization", cfg.Optimization.Enabled))
+	log.Info("ingest listening", zap.String("listen", publicLn.Addr().String()), zap.Bool("tls", tlsCfg != nil),
+		zap.String("admin", adminLn.Addr().String()), zap.String("nats", queue.URL(cfg.NATS)),
+		zap.Bool("optimization", cfg.Optimization.Enabled), zap.Float64("rate_limit", cfg.Ingest.Auth.RateLimit))
 	err = g.Run()
 	if errors.Is(err, run.ErrSignal) {
 		log.Info("shutting down", zap.String("reason", err.Error()))
@@ -230,6 +241,21 @@ func serve(src config.Source, cfg *config.Config) error {
 	background.Wait()
 	spool.Close()
 	return err
+}
+
+// serverTLS loads the public listener's certificate. TLS 1.2 is the
+// minimum. Only HTTP/1.1 is offered: the ingest.http.* timeouts that cut
+// off slow clients are HTTP/1.1's.
+func serverTLS(c config.ServerTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("ingest.tls: load cert_file and key_file: %w", err)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"http/1.1"},
+	}, nil
 }
 
 // newID returns a UUIDv7: unique, and sortable by creation time.

@@ -108,6 +108,7 @@ type Ingest struct {
 	PublishTimeout      time.Duration `koanf:"publish_timeout"`
 	ShutdownTimeout     time.Duration `koanf:"shutdown_timeout"`
 	HTTP                HTTP          `koanf:"http"`
+	TLS                 ServerTLS     `koanf:"tls"`
 	Auth                Auth          `koanf:"auth"`
 }
 
@@ -120,9 +121,21 @@ type HTTP struct {
 	MaxHeaderBytes    int           `koanf:"max_header_bytes"`
 }
 
-// Auth lists the accepted API keys by digest.
+// ServerTLS holds the public listener's certificate; empty = plain HTTP.
+type ServerTLS struct {
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+}
+
+// Enabled reports whether the listener serves HTTPS.
+func (t ServerTLS) Enabled() bool { return t.CertFile != "" }
+
+// Auth lists the accepted API keys by digest, and the request rate each key
+// may use.
 type Auth struct {
-	APIKeys []APIKey `koanf:"api_keys"`
+	APIKeys   []APIKey `koanf:"api_keys"`
+	RateLimit float64  `koanf:"rate_limit"` // requests per second per key; 0 = unlimited
+	RateBurst int      `koanf:"rate_burst"`
 }
 
 // APIKey is a named SHA-256 digest of an API key; the key itself is never stored.

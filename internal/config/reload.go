@@ -24,6 +24,7 @@ var liveKeys = []string{
 	"optimization.",
 	"ingest.max_body_bytes", "ingest.max_events_per_request", "ingest.max_event_bytes",
 	"ingest.max_depth", "ingest.publish_timeout", "ingest.auth.api_keys",
+	"ingest.auth.rate_limit", "ingest.auth.rate_burst",
 	"queue.max_inflight_events", "queue.max_inflight_bytes",
 	"queue.pack.max_events", "queue.pack.max_bytes", "queue.pack.linger",
 	"worker.pool_size", "worker.max_inflight_batches", "worker.fetch_max",
@@ -45,9 +46,10 @@ func IsLive(key string) bool {
 	return false
 }
 
-// secretKey reports whether the value of key must never be logged.
+// secretKey reports whether the value of key must never be logged. A URL
+// may carry credentials (nats://user:password@host).
 func secretKey(key string) bool {
-	for _, s := range []string{"password", "token", "dsn", "api_keys", "seed", "creds"} {
+	for _, s := range []string{"password", "token", "dsn", "api_keys", "seed", "creds", "url"} {
 		if strings.Contains(key, s) {
 			return true
 		}
@@ -64,6 +66,7 @@ type Watcher struct {
 	file    string
 	log     *zap.Logger
 	reloads *prometheus.CounterVec
+	valid   prometheus.Gauge
 
 	cur atomic.Pointer[Config]
 
@@ -94,9 +97,16 @@ func NewWatcher(src Source, cfg *Config, log *zap.Logger, reg prometheus.Registe
 			Help: "Config file reloads by result (ok, error, unchanged keys needing a restart count as ok).",
 		}, []string{"result"}),
 	}
-	if err := reg.Register(w.reloads); err != nil {
-		return nil, fmt.Errorf("config: register metrics: %w", err)
+	w.valid = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "levee_config_file_valid",
+		Help: "1 while the config file on disk is valid; 0 after a rejected reload, until it is fixed (the running config stays in force).",
+	})
+	for _, c := range []prometheus.Collector{w.reloads, w.valid} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("config: register metrics: %w", err)
+		}
 	}
+	w.valid.Set(1)
 	w.reloads.WithLabelValues("ok")
 	w.reloads.WithLabelValues("error")
 	if file != "" {
@@ -126,13 +136,19 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if _, err := w.Check(); err != nil {
+			_, err := w.Check()
+			if err != nil && err.Error() != last {
 				w.log.Error("config reload rejected; previous configuration stays in force", zap.Error(err))
+			}
+			last = ""
+			if err != nil {
+				last = err.Error() // the same failure is logged once, not at every poll
 			}
 		}
 	}
@@ -146,6 +162,7 @@ func (w *Watcher) Check() (bool, error) {
 	b, err := os.ReadFile(w.file)
 	if err != nil {
 		w.reloads.WithLabelValues("error").Inc()
+		w.valid.Set(0)
 		return false, fmt.Errorf("config: reload: %w", err)
 	}
 	if bytes.Equal(b, w.content) {
@@ -160,8 +177,10 @@ func (w *Watcher) Check() (bool, error) {
 	}
 	if err != nil {
 		w.reloads.WithLabelValues("error").Inc()
+		w.valid.Set(0)
 		return false, err
 	}
+	w.valid.Set(1)
 	changed := w.keepRestartOnly(k)
 	cfg, err := decode(k)
 	if err != nil {

@@ -82,11 +82,15 @@ func (c *Config) validateIngest(k *checker) {
 	k.positive("ingest.http.write_timeout", in.HTTP.WriteTimeout)
 	k.positive("ingest.http.idle_timeout", in.HTTP.IdleTimeout)
 	k.atLeast("ingest.http.max_header_bytes", int64(in.HTTP.MaxHeaderBytes), 1024)
+	k.check((in.TLS.CertFile == "") == (in.TLS.KeyFile == ""), "ingest.tls.cert_file", "cert_file and key_file go together")
+	k.check(in.Auth.RateLimit >= 0, "ingest.auth.rate_limit", "must not be negative, got %g", in.Auth.RateLimit)
+	k.atLeast("ingest.auth.rate_burst", int64(in.Auth.RateBurst), 1)
 	seen := map[string]bool{}
 	for i, key := range in.Auth.APIKeys {
 		name := fmt.Sprintf("ingest.auth.api_keys[%d]", i)
 		k.check(nameRE.MatchString(key.Name), name+".name", "must be 1-64 letters, digits, '_' or '-', got %q", key.Name)
 		k.check(!seen[key.Name], name+".name", "duplicate key name %q", key.Name)
+		k.check(key.Name != "none", name+".name", `"none" is reserved (the key label of requests while auth is off)`)
 		seen[key.Name] = true
 		b, err := hex.DecodeString(key.SHA256)
 		k.check(err == nil && len(b) == 32, name+".sha256", "must be a SHA-256 digest as 64 hex characters (printf %%s \"$KEY\" | sha256sum)")

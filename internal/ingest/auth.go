@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/levee-dev/levee/internal/config"
 )
@@ -35,6 +37,9 @@ func NewKeys(cfg []config.APIKey) *Keys {
 // Enabled reports whether any key is configured; with none, auth is off.
 func (k *Keys) Enabled() bool { return len(k.digests) > 0 }
 
+// Names returns the names of the keys, in configuration order.
+func (k *Keys) Names() []string { return slices.Clone(k.names) }
+
 // Check returns the name of the key presented, if it is one of the set.
 func (k *Keys) Check(presented string) (name string, ok bool) {
 	sum := sha256.Sum256([]byte(presented))
@@ -48,6 +53,35 @@ func (k *Keys) Check(presented string) (name string, ok bool) {
 		return "", false
 	}
 	return k.names[match], true
+}
+
+// authenticate returns the name of the request's API key ("none" with auth
+// off), after taking a token from that key's rate limit; a request over
+// the limit gets its key's name and a 429. Only the name is ever logged or
+// exported, never the key.
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request, s *Settings) (string, *Error) {
+	key := "none"
+	if s.Keys.Enabled() {
+		presented := presentedKey(r)
+		name, ok := s.Keys.Check(presented)
+		if !ok {
+			reason := "invalid"
+			if presented == "" {
+				reason = "missing"
+			}
+			h.m.authFailures.WithLabelValues(reason).Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="levee"`)
+			return "", &Error{Status: http.StatusUnauthorized, Code: "unauthorized",
+				Message: "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)"}
+		}
+		key = name
+	}
+	h.m.byKey.WithLabelValues(key).Inc()
+	if wait, ok := h.limits.allow(key, time.Now()); !ok {
+		return key, &Error{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: retryAfter(wait),
+			Message: "this API key is over its request rate (ingest.auth.rate_limit); retry after Retry-After seconds"}
+	}
+	return key, nil
 }
 
 // presentedKey returns the API key of a request: "Authorization: Bearer KEY"

@@ -73,8 +73,10 @@ type Settings struct {
 	MaxWait        time.Duration // how long a request the gate refuses waits for room (without degrade)
 	RetryAfter     time.Duration // Retry-After when neither the queue nor the spool takes a request
 	Keys           *Keys
-	Direct         bool // optimization.enabled is false: write to the sink synchronously
-	Degrade        bool // optimization.degrade: spool what the queue cannot take
+	RateLimit      float64 // requests per second per key; 0 = unlimited
+	RateBurst      int     // requests a key may send at once above RateLimit
+	Direct         bool    // optimization.enabled is false: write to the sink synchronously
+	Degrade        bool    // optimization.degrade: spool what the queue cannot take
 }
 
 // SettingsFrom extracts the handler settings from a configuration.
@@ -90,6 +92,8 @@ func SettingsFrom(cfg *config.Config) Settings {
 		MaxWait:        cfg.Backpressure.Ingest.MaxWait,
 		RetryAfter:     cfg.Degrade.RetryAfter,
 		Keys:           NewKeys(cfg.Ingest.Auth.APIKeys),
+		RateLimit:      cfg.Ingest.Auth.RateLimit,
+		RateBurst:      cfg.Ingest.Auth.RateBurst,
 		Direct:         !cfg.Optimization.Enabled,
 		Degrade:        cfg.Optimization.Degrade,
 	}
@@ -110,6 +114,7 @@ type Handler struct {
 	Deps
 	log      *zap.Logger
 	m        *metrics
+	limits   keyLimits
 	settings atomic.Pointer[Settings]
 }
 
@@ -122,18 +127,26 @@ func NewHandler(d Deps, s Settings, log *zap.Logger, reg prometheus.Registerer) 
 		return nil, err
 	}
 	h := &Handler{Deps: d, log: log.With(zap.String("component", "ingest")), m: m}
-	h.settings.Store(&s)
+	h.Apply(s)
 	return h, nil
 }
 
-// Apply changes the live settings.
-func (h *Handler) Apply(s Settings) { h.settings.Store(&s) }
+// Apply changes the live settings. The rate limit buckets of key names that
+// stay configured carry over.
+func (h *Handler) Apply(s Settings) {
+	names := s.Keys.Names()
+	h.limits.apply(names, s.RateLimit, s.RateBurst)
+	for _, n := range names {
+		h.m.byKey.WithLabelValues(n)
+	}
+	h.settings.Store(&s)
+}
 
 // ServeHTTP handles one ingest request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s := h.settings.Load()
-	path, n, err := h.serve(w, r, s)
+	path, n, key, err := h.serve(w, r, s)
 	status := http.StatusAccepted
 	if err != nil {
 		status = err.Status
@@ -151,61 +164,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			code = err.Code
 		}
-		ce.Write(zap.String("remote", r.RemoteAddr), zap.Int("status", status), zap.String("path", path),
+		ce.Write(zap.String("remote", r.RemoteAddr), zap.String("key", key), zap.Int("status", status), zap.String("path", path),
 			zap.Int("events", n), zap.String("code", code), zap.Duration("took", took))
 	}
 }
 
-// serve returns the path taken and the number of events, or the error answer.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (string, int, *Error) {
+// serve returns the path taken, the number of events and the name of the
+// API key, or the error answer.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, s *Settings) (string, int, string, *Error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		return "", 0, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use POST"}
+		return "", 0, "", &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use POST"}
 	}
-	if s.Keys.Enabled() {
-		if _, ok := s.Keys.Check(presentedKey(r)); !ok {
-			reason := "invalid"
-			if presentedKey(r) == "" {
-				reason = "missing"
-			}
-			h.m.authFailures.WithLabelValues(reason).Inc()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="levee"`)
-			return "", 0, &Error{Status: http.StatusUnauthorized, Code: "unauthorized",
-				Message: "a valid API key is required (Authorization: Bearer KEY or X-API-Key: KEY)"}
-		}
+	key, aerr := h.authenticate(w, r, s)
+	if aerr != nil {
+		return "", 0, key, aerr
 	}
 	form, ok := formOf(r.Header.Get("Content-Type"))
 	if !ok {
-		return "", 0, &Error{Status: http.StatusUnsupportedMediaType, Code: codeUnsupportedMedia,
+		return "", 0, key, &Error{Status: http.StatusUnsupportedMediaType, Code: codeUnsupportedMedia,
 			Message: "Content-Type must be application/json or application/x-ndjson (UTF-8)"}
 	}
 	body, rerr := readBody(w, r, s.MaxBodyBytes)
 	if rerr != nil {
-		return "", 0, rerr
+		return "", 0, key, rerr
 	}
 	evs, derr := Decode(body, form, s.Limits, time.Now(), h.NewID)
 	if derr != nil {
-		return "", derr.Events, derr
+		return "", derr.Events, key, derr
 	}
-	path, err := h.accept(r.Context(), evs, s)
+	path, err := h.accept(r.Context(), evs, s, key)
 	if err != nil {
-		return "", len(evs), err
+		return "", len(evs), key, err
 	}
 	h.m.events.WithLabelValues("accepted", path).Add(float64(len(evs)))
 	writeAccepted(w, evs, path)
-	return path, len(evs), nil
+	return path, len(evs), key, nil
 }
 
 // accept makes evs durable on the path the settings call for: the queue
 // when the gate admits them and JetStream acknowledges them; otherwise,
 // with the degraded path on, the spool. Only when neither can take them is
-// the request refused.
-func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (string, *Error) {
+// the request refused. key names the request's API key in log lines.
+func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings, key string) (string, *Error) {
 	ctx, cancel := context.WithTimeout(ctx, s.PublishTimeout)
 	defer cancel()
 	if s.Direct {
 		if _, err := h.Direct.Write(ctx, evs); err != nil {
-			h.log.Warn("direct write failed", zap.Error(err))
+			h.log.Warn("direct write failed", zap.String("key", key), zap.Error(err))
 			return "", unavailable("the database did not accept the events; retry later")
 		}
 		return PathDirect, nil
@@ -215,19 +221,19 @@ func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (s
 		if f, ok := h.Modes.Forced(); ok && f == degrade.Critical {
 			return "", h.refused(s, "ingest is in critical mode (operator override)")
 		} else if ok && f == degrade.Degraded {
-			return h.toSpool(ctx, evs, s, "forced")
+			return h.toSpool(ctx, evs, s, "forced", key)
 		}
 	}
 	if !h.Publisher.Ready() {
 		if spool {
-			return h.toSpool(ctx, evs, s, "unreachable")
+			return h.toSpool(ctx, evs, s, "unreachable", key)
 		}
 		return "", unavailable("the queue is unreachable; retry later")
 	}
 	tok, ok := h.Gate.TryAcquire(len(evs))
 	if !ok {
 		if spool {
-			return h.toSpool(ctx, evs, s, "admission")
+			return h.toSpool(ctx, evs, s, "admission", key)
 		}
 		// Without the degraded path, wait a bounded time for room.
 		wctx, cancel := context.WithTimeout(ctx, s.MaxWait)
@@ -242,10 +248,10 @@ func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (s
 	tok.Release(outcome(err))
 	if err != nil {
 		if spool {
-			h.log.Warn("publish failed; spooling", zap.Int("events", len(evs)), zap.Error(err))
-			return h.toSpool(ctx, evs, s, "publish_error")
+			h.log.Warn("publish failed; spooling", zap.String("key", key), zap.Int("events", len(evs)), zap.Error(err))
+			return h.toSpool(ctx, evs, s, "publish_error", key)
 		}
-		h.log.Warn("publish failed", zap.Int("events", len(evs)), zap.Error(err))
+		h.log.Warn("publish failed", zap.String("key", key), zap.Int("events", len(evs)), zap.Error(err))
 		return "", unavailable("the queue did not acknowledge the events; retry later")
 	}
 	return PathQueue, nil
@@ -254,11 +260,11 @@ func (h *Handler) accept(ctx context.Context, evs []event.Event, s *Settings) (s
 // toSpool appends evs to the spool as one record and waits for its fsync.
 // Some events may also have reached the queue (a publish that timed out);
 // the replay carries the same ids, so they are deduplicated.
-func (h *Handler) toSpool(ctx context.Context, evs []event.Event, s *Settings, reason string) (string, *Error) {
+func (h *Handler) toSpool(ctx context.Context, evs []event.Event, s *Settings, reason, key string) (string, *Error) {
 	if err := h.Spool.Append(context.WithoutCancel(ctx), degrade.EncodeSpoolRecord(evs)); err != nil {
 		h.Modes.SpoolFailed()
 		if !errors.Is(err, degrade.ErrSpoolFull) {
-			h.log.Error("spool append failed", zap.Error(err))
+			h.log.Error("spool append failed", zap.String("key", key), zap.Error(err))
 		}
 		return "", h.refused(s, "the queue cannot take the events and the spool is full")
 	}
@@ -417,6 +423,7 @@ type metrics struct {
 	events       *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+	byKey        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -442,8 +449,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "levee_ingest_auth_failures_total",
 			Help: "Requests refused with 401, by reason (missing, invalid).",
 		}, []string{"reason"}),
+		byKey: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "levee_ingest_requests_by_key_total",
+			Help: "Authenticated ingest requests (rate-limited ones included) by API key name; none when auth is off.",
+		}, []string{"key"}),
 	}
-	for _, c := range []prometheus.Collector{m.spooled, m.requests, m.events, m.duration, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.spooled, m.requests, m.events, m.duration, m.authFailures, m.byKey} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ingest: register metrics: %w", err)
 		}
@@ -454,9 +465,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, p := range []string{PathQueue, PathSpool, PathDirect} {
 		m.events.WithLabelValues("accepted", p)
 		m.requests.WithLabelValues("202", p)
+		m.duration.WithLabelValues(p)
 	}
+	m.duration.WithLabelValues("none")
 	m.events.WithLabelValues("rejected", "none")
 	m.authFailures.WithLabelValues("missing")
 	m.authFailures.WithLabelValues("invalid")
+	m.byKey.WithLabelValues("none")
 	return m, nil
 }

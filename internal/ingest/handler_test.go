@@ -613,8 +613,8 @@ levee_ingest_events_total{outcome="accepted",path="queue"} 2
 levee_ingest_events_total{outcome="accepted",path="spool"} 0
 levee_ingest_events_total{outcome="rejected",path="none"} 1
 `), "levee_ingest_events_total"))
-	require.Equal(t, 2, testutil.CollectAndCount(x.reg, "levee_ingest_request_duration_seconds"),
-		"one duration series per path taken (queue, none)")
+	require.Equal(t, 4, testutil.CollectAndCount(x.reg, "levee_ingest_request_duration_seconds"),
+		"one duration series per path (queue, spool, direct, none), present before first use")
 }
 
 func TestNewHandlerRejectsDuplicateRegistration(t *testing.T) {

@@ -74,8 +74,12 @@ func (s serverLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(f
 func (s serverLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
 func (s serverLogger) Tracef(format string, v ...any)  {}
 
-// URL returns the server URL a client should use for cfg.
-func URL(cfg config.NATS) string {
+// URL returns the server URL of cfg for logs: a password or token in it
+// is replaced.
+func URL(cfg config.NATS) string { return redactURL(serverURL(cfg)) }
+
+// serverURL returns the server URL a client connects to for cfg.
+func serverURL(cfg config.NATS) string {
 	if cfg.URL != "" {
 		return cfg.URL
 	}
@@ -92,7 +96,7 @@ func Connect(ctx context.Context, cfg config.NATS, name string, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
-	url := URL(cfg)
+	url := serverURL(cfg)
 	delay := 100 * time.Millisecond
 	for {
 		nc, err := nats.Connect(url, opts...)
@@ -180,16 +184,17 @@ func permanent(err error) bool {
 	return false
 }
 
-// redactURL hides a password or token embedded in a NATS URL.
+// redactURL hides a password or token embedded in a NATS URL (or in any
+// URL of a comma-separated list, with or without a scheme).
 func redactURL(u string) string {
 	parts := strings.Split(u, ",")
 	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(p, "://")
-		if !ok {
-			continue
+		prefix, rest := "", p
+		if scheme, after, ok := strings.Cut(p, "://"); ok {
+			prefix, rest = scheme+"://", after
 		}
 		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			parts[i] = scheme + "://redacted@" + rest[at+1:]
+			parts[i] = prefix + "redacted@" + rest[at+1:]
 		}
 	}
 	return strings.Join(parts, ",")

@@ -165,9 +165,9 @@ nats:
     store_dir: %q
 queue:
   pack:
-    max_events: 100
+    max_events: 50
 worker:
-  fetch_max: 5
+  fetch_max: 2
 sink:
   sqlite:
     path: %q
@@ -217,6 +217,8 @@ func TestBinariesEndToEnd(t *testing.T) {
 	w1 := start(t, "worker", "-config", s.config, "-worker.admin_listen", freePort(t))
 	w2admin := freePort(t)
 	w2 := start(t, "worker", "-config", s.config, "-worker.admin_listen", w2admin)
+	waitReady(t, w1.cmd.Args[len(w1.cmd.Args)-1])
+	waitReady(t, w2admin)
 	for i := total / 2; i < total; i += 500 {
 		postEvents(t, s.public, i, 500)
 	}
