@@ -69,8 +69,10 @@ type baseline struct {
 	rtt float64 // seconds; 0 until the first window
 	at  time.Time
 
-	sum float64 // the current window of samples
-	n   int
+	sum     float64 // the current window of samples
+	n       int
+	windows int  // windows completed
+	probed  bool // a probe has run
 
 	probing    bool
 	probeLimit float64
@@ -103,6 +105,7 @@ func (b *baseline) observe(now time.Time, rtt float64, inflight int, limit *floa
 	b.sum += rtt
 	b.n++
 	if b.n >= baselineSamples {
+		b.windows++
 		mean := b.sum / float64(b.n)
 		if b.rtt == 0 || mean <= b.rtt {
 			b.rtt = mean
@@ -115,7 +118,12 @@ func (b *baseline) observe(now time.Time, rtt float64, inflight int, limit *floa
 	if b.rtt == 0 {
 		b.rtt, b.at = rtt, now // until the first window completes
 	}
-	if p.BaselineWindow > 0 && now.Sub(b.at) > p.BaselineWindow {
+	// The first samples may all come from a busy sink (the configured
+	// initial limit can be past the knee), so the first probe runs as soon
+	// as two windows are in; later ones when the no-load RTT gets old.
+	first := !b.probed && b.windows >= 2 && *limit >= 4*float64(p.Min)
+	if p.BaselineWindow > 0 && (first || now.Sub(b.at) > p.BaselineWindow) {
+		b.probed = true
 		b.probing, b.saved, b.probeStart = true, *limit, now
 		b.probeLimit = math.Max(float64(p.Min), math.Floor(*limit/4))
 		b.probeSum, b.probeN = 0, 0
