@@ -2,7 +2,7 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 
-.PHONY: all build run test test-deps lint bench bench-smoke fuzz-smoke clean
+.PHONY: all build run test test-deps lint bench bench-smoke fuzz-smoke cluster-up cluster-down cluster-status clean
 
 all: build
 
@@ -50,6 +50,20 @@ fuzz-smoke:
 	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$dir; \
 	  done; \
 	done
+
+## cluster-up: the scale-out topology as processes on 127.0.0.1, no Docker: 3 clustered
+## nats-server (stream R3), PostgreSQL, 2 ingest, 3 workers, nginx on :8080 if installed;
+## state in ./data/cluster (or $$LEVEE_CLUSTER_DIR); running twice starts no duplicates
+cluster-up:
+	./scripts/cluster.sh up
+
+## cluster-down: stop every process of the cluster (SIGTERM, wait, then SIGKILL)
+cluster-down:
+	./scripts/cluster.sh down
+
+## cluster-status: each process of the cluster, its PID and health endpoint
+cluster-status:
+	./scripts/cluster.sh status
 
 clean:
 	rm -rf $(BIN) data
