@@ -1,6 +1,7 @@
 // Package pgtest starts a throwaway PostgreSQL server for tests: initdb in a
 // temporary directory, postgres on a free loopback port, removed at the end.
-// With LEVEE_TEST_PG_DSN set, that server is used instead. Each caller gets
+// With PGTEST_DSN set, that server is used instead (the name avoids the
+// LEVEE_ prefix, which Levee's binaries read as configuration). Each caller gets
 // a fresh database.
 package pgtest
 
@@ -14,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,7 +48,7 @@ var (
 // server, started on first use. The test fails if PostgreSQL cannot run.
 func DSN(t testing.TB) string {
 	t.Helper()
-	if dsn := os.Getenv("LEVEE_TEST_PG_DSN"); dsn != "" {
+	if dsn := os.Getenv("PGTEST_DSN"); dsn != "" {
 		return newDatabase(t, dsn)
 	}
 	once.Do(func() { shared, sharedErr = Start() })
@@ -201,11 +203,51 @@ func (s *Server) Halt() error {
 // Restart starts a halted server again on the same port and data.
 func (s *Server) Restart() error { return s.start() }
 
-// Pause stops the server process (SIGSTOP), as a hung database would be.
-func (s *Server) Pause() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+// Pause stops the server (SIGSTOP), as a hung database would be: the
+// postmaster and every backend, so that open connections hang too.
+func (s *Server) Pause() error { return s.signalAll(syscall.SIGSTOP) }
 
 // Resume continues a paused server.
-func (s *Server) Resume() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
+func (s *Server) Resume() error { return s.signalAll(syscall.SIGCONT) }
+
+// signalAll signals the postmaster and its children (each backend is its
+// own process, in its own process group).
+func (s *Server) signalAll(sig syscall.Signal) error {
+	pid := s.cmd.Process.Pid
+	if err := syscall.Kill(pid, sig); err != nil {
+		return err
+	}
+	for _, c := range children(pid) {
+		_ = syscall.Kill(c, sig)
+	}
+	return nil
+}
+
+// children returns the processes whose parent is pid, from /proc.
+func children(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 // Stop shuts the server down and removes its files.
 func (s *Server) Stop() {
@@ -216,7 +258,7 @@ func (s *Server) Stop() {
 	}
 	s.stopped = true
 	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
-		_ = s.cmd.Process.Signal(syscall.SIGCONT)
+		_ = s.signalAll(syscall.SIGCONT)
 		_ = s.cmd.Process.Signal(syscall.SIGQUIT) // immediate shutdown
 		done := make(chan struct{})
 		go func() { _ = s.cmd.Wait(); close(done) }()

@@ -140,7 +140,7 @@ func New(cons jetstream.Consumer, js jetstream.JetStream, sk Sink, s Settings, o
 		return nil, fmt.Errorf("worker: write pool: %w", err)
 	}
 	w.limiter.OnChange(func(limit int) { w.write.Tune(limit) })
-	if w.breaker, err = degrade.NewBreaker(s.Breaker, sink.IsDataError, w.log, reg); err != nil {
+	if w.breaker, err = degrade.NewBreaker(s.Breaker, sink.IsDataError, log, reg); err != nil {
 		return nil, err
 	}
 	w.batcher = batch.New[item](s.Batch, nil)

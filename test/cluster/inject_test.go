@@ -51,9 +51,9 @@ func (f *faultRunner) killLeader(ft *fault, js jetstream.JetStream) {
 func (f *faultRunner) pausePostgres(ft *fault) {
 	before := f.s.total("worker", "levee_breaker_transitions_total", `to="open"`)
 	ft.at = time.Now()
-	require.NoError(f.t, pgPause(f.tp.pg))
+	require.NoError(f.t, f.tp.pg.Pause()) // the postmaster and every backend
 	time.Sleep(20 * time.Second)
-	pgResume(f.tp.pg)
+	require.NoError(f.t, f.tp.pg.Resume())
 	ft.from = time.Now()
 	ps := f.s.snapshot()
 	ft.note = fmt.Sprintf("rows written while paused: %.0f; breaker opened %.0f times",

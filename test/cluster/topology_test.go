@@ -87,7 +87,7 @@ func newTopology(t *testing.T, o topologyOpts) *topology {
 	require.NoError(t, err)
 	tp.pg = pg
 	t.Cleanup(func() {
-		pgResume(pg) // a paused server would not stop
+		_ = pg.Resume() // a paused server would not stop
 		pg.Stop()
 	})
 	tp.dsn = pg.Database(t)
@@ -210,34 +210,4 @@ func pgProcs(pg *pgtest.Server) ([]int, error) {
 		}
 	}
 	return pids, nil
-}
-
-// pgPause stops the whole server, as a hung database host would be:
-// pgtest.Pause stops only the postmaster, and the backends of connections
-// already open keep answering (the workers' pools go on writing), so every
-// child is stopped as well. The postmaster goes first: no new children.
-func pgPause(pg *pgtest.Server) error {
-	if err := pg.Pause(); err != nil {
-		return err
-	}
-	pids, err := pgProcs(pg)
-	if err != nil {
-		return err
-	}
-	for _, pid := range pids[1:] {
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// pgResume continues every process of the server.
-func pgResume(pg *pgtest.Server) {
-	if pids, err := pgProcs(pg); err == nil {
-		for _, pid := range pids[1:] {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	_ = pg.Resume()
 }
