@@ -80,7 +80,8 @@ type Spool struct {
 	segments []uint64 // existing segments, oldest first
 	appended chan struct{}
 
-	file *os.File // active segment, owned by the writer
+	file *os.File      // active segment, owned by the writer
+	w    *bufio.Writer // buffers the writer's records to file
 
 	// reader state, owned by the reader
 	rseg    uint64
@@ -281,11 +282,25 @@ func readRecord(r *bufio.Reader, buf *[]byte) (int, error) {
 
 var errCorrupt = errors.New("degrade: spool record corrupt")
 
-func appendRecord(dst, data []byte) []byte {
+func header(data []byte) [headerLen]byte {
 	var h [headerLen]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(data)))
 	binary.BigEndian.PutUint32(h[4:8], crc32.Update(crc32.Checksum(h[0:4], castagnoli), castagnoli, data))
+	return h
+}
+
+func appendRecord(dst, data []byte) []byte {
+	h := header(data)
 	return append(append(dst, h[:]...), data...)
+}
+
+func writeRecord(w *bufio.Writer, data []byte) error {
+	h := header(data)
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(data)
+	return err
 }
 
 // Append stores data durably. It returns once the record is fsynced, or
@@ -358,11 +373,23 @@ func (s *Spool) flush() {
 		return
 	}
 	start := time.Now()
-	var buf []byte
-	for _, r := range reqs {
-		buf = appendRecord(buf, r.data)
+	// Records go through a small buffered writer: a group of thousands of
+	// appends is never copied into one buffer of its own size.
+	if s.w == nil {
+		s.w = bufio.NewWriterSize(s.file, 256<<10)
 	}
-	_, err := s.file.Write(buf)
+	s.w.Reset(s.file)
+	var written int
+	var err error
+	for _, r := range reqs {
+		if err = writeRecord(s.w, r.data); err != nil {
+			break
+		}
+		written += headerLen + len(r.data)
+	}
+	if err == nil {
+		err = s.w.Flush()
+	}
 	if err == nil {
 		err = s.file.Sync()
 	}
@@ -379,13 +406,13 @@ func (s *Spool) flush() {
 	s.m.groupRecords.Observe(float64(len(reqs)))
 	s.mu.Lock()
 	if err == nil {
-		s.synced += int64(len(buf))
+		s.synced += int64(written)
 		s.count += int64(len(reqs))
 		s.m.appended.Add(float64(len(reqs)))
 		close(s.appended)
 		s.appended = make(chan struct{})
 	}
-	s.m.bytes.Set(float64(s.used - sizeIfErr(err, len(buf))))
+	s.m.bytes.Set(float64(s.used - sizeIfErr(err, written)))
 	s.m.records.Set(float64(s.count))
 	rotate := err == nil && s.synced >= s.opts.SegmentBytes
 	s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
 	"time"
 
@@ -41,13 +42,20 @@ func NewRegistry(binary string) *prometheus.Registry {
 // Check is a readiness condition: nil when ready.
 type Check func(ctx context.Context) error
 
-// AdminHandler serves /metrics from reg, /healthz (the process is alive) and
-// /readyz (every check passes; otherwise 503 with the first failure).
+// AdminHandler serves /metrics from reg, /healthz (the process is alive),
+// /readyz (every check passes; otherwise 503 with the first failure) and
+// the Go profiler under /debug/pprof/. The admin listener is bound to
+// loopback by default: none of this is for the public.
 func AdminHandler(reg *prometheus.Registry, ready Check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", Healthz)
 	mux.HandleFunc("GET /readyz", Readyz(ready))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
