@@ -13,16 +13,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO="${GO:-go}"
 
-$GO build -o bin/ ./cmd/ingest ./cmd/worker ./cmd/loadgen
+"$GO" build -o bin/ ./cmd/ingest ./cmd/worker ./cmd/loadgen
 
 gobin="$($GO env GOPATH)/bin"
 nats_bin="$(command -v nats || true)"
+case " $* " in
+*" -no-ceilings "*) exec bin/loadgen bench -bin-dir bin -nats-bin none "$@" ;; # no JetStream ceiling: no natscli needed
+esac
 if [ -z "$nats_bin" ] && [ -x "$gobin/nats" ]; then
   nats_bin="$gobin/nats"
 fi
 if [ -z "$nats_bin" ]; then
   echo "bench.sh: natscli not found; installing github.com/nats-io/natscli/nats@v0.5.0 into $gobin" >&2
-  if GOBIN="$gobin" timeout 900 $GO install github.com/nats-io/natscli/nats@v0.5.0; then
+  if GOBIN="$gobin" timeout 900 "$GO" install github.com/nats-io/natscli/nats@v0.5.0; then
     nats_bin="$gobin/nats"
   else
     echo "bench.sh: natscli unavailable; the JetStream ceiling uses loadgen's built-in publisher" >&2
