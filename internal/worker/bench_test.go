@@ -97,7 +97,7 @@ func (e *env) preload(n int) {
 //
 //	go test -run '^$' -bench BenchmarkSinkConcurrency -benchtime 1x ./internal/worker/
 func BenchmarkSinkConcurrency(b *testing.B) {
-	const events = 300_000
+	const events = 1_200_000
 	cases := []struct {
 		name     string
 		adaptive bool
