@@ -7,21 +7,25 @@ import (
 )
 
 type spoolMetrics struct {
-	bytes, records, capacity prometheus.Gauge
-	appended, replayed       prometheus.Counter
-	full, errors, corrupt    prometheus.Counter
-	fsyncSeconds             prometheus.Histogram
-	groupRecords             prometheus.Histogram
+	appended, replayed    prometheus.Counter
+	full, errors, corrupt prometheus.Counter
+	fsyncSeconds          prometheus.Histogram
+	groupRecords          prometheus.Histogram
 }
 
-func newSpoolMetrics(reg prometheus.Registerer) (*spoolMetrics, error) {
+// newSpoolMetrics registers the spool's metrics. Its depth gauges read s
+// at scrape time, so no code path that changes the spool has to update them.
+func newSpoolMetrics(reg prometheus.Registerer, s *Spool) (*spoolMetrics, error) {
+	bytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_spool_bytes",
+		Help: "Bytes in the spool not yet replayed to the queue."},
+		func() float64 { _, b := s.Len(); return float64(b) })
+	records := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_spool_records",
+		Help: "Records (one per spooled request) in the spool not yet replayed."},
+		func() float64 { n, _ := s.Len(); return float64(n) })
+	capacity := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "levee_spool_capacity_bytes",
+		Help: "degrade.spool.max_bytes: appends beyond it are refused."},
+		func() float64 { return float64(s.opts.MaxBytes) })
 	m := &spoolMetrics{
-		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "levee_spool_bytes",
-			Help: "Bytes in the spool not yet replayed to the queue."}),
-		records: prometheus.NewGauge(prometheus.GaugeOpts{Name: "levee_spool_records",
-			Help: "Records (one per spooled request) in the spool not yet replayed."}),
-		capacity: prometheus.NewGauge(prometheus.GaugeOpts{Name: "levee_spool_capacity_bytes",
-			Help: "degrade.spool.max_bytes: appends beyond it are refused."}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "levee_spool_appended_records_total",
 			Help: "Records appended and fsynced."}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "levee_spool_replayed_records_total",
@@ -39,7 +43,7 @@ func newSpoolMetrics(reg prometheus.Registerer) (*spoolMetrics, error) {
 			Help:    "Appends sharing one fsync (group commit).",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
 	}
-	for _, c := range []prometheus.Collector{m.bytes, m.records, m.capacity, m.appended, m.replayed,
+	for _, c := range []prometheus.Collector{bytes, records, capacity, m.appended, m.replayed,
 		m.full, m.errors, m.corrupt, m.fsyncSeconds, m.groupRecords} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("degrade: register metrics: %w", err)

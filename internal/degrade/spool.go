@@ -106,18 +106,16 @@ func OpenSpool(opts SpoolOptions, log *zap.Logger, reg prometheus.Registerer) (*
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("degrade: spool: %w", err)
 	}
-	m, err := newSpoolMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
-	s := &Spool{opts: opts, log: log.With(zap.String("component", "spool")), m: m,
+	s := &Spool{opts: opts, log: log.With(zap.String("component", "spool")),
 		wake: make(chan struct{}, 1), appended: make(chan struct{})}
 	if err := s.recover(); err != nil {
 		return nil, err
 	}
-	s.m.bytes.Set(float64(s.used))
-	s.m.records.Set(float64(s.count))
-	s.m.capacity.Set(float64(opts.MaxBytes))
+	m, err := newSpoolMetrics(reg, s)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
 	return s, nil
 }
 
@@ -270,7 +268,7 @@ func readRecord(r *bufio.Reader, buf *[]byte) (int, error) {
 	if _, err := io.ReadFull(r, data); err != nil {
 		return 0, err
 	}
-	crc := crc32.Update(crc32.Checksum(h[0:4], castagnoli), castagnoli, data)
+	crc := recordCRC(h[0:4], data)
 	if crc != binary.BigEndian.Uint32(h[4:8]) {
 		return 0, errCorrupt
 	}
@@ -282,16 +280,16 @@ func readRecord(r *bufio.Reader, buf *[]byte) (int, error) {
 
 var errCorrupt = errors.New("degrade: spool record corrupt")
 
+// recordCRC is a record's checksum: CRC-32C of its length bytes and data.
+func recordCRC(length, data []byte) uint32 {
+	return crc32.Update(crc32.Checksum(length, castagnoli), castagnoli, data)
+}
+
 func header(data []byte) [headerLen]byte {
 	var h [headerLen]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(data)))
-	binary.BigEndian.PutUint32(h[4:8], crc32.Update(crc32.Checksum(h[0:4], castagnoli), castagnoli, data))
+	binary.BigEndian.PutUint32(h[4:8], recordCRC(h[0:4], data))
 	return h
-}
-
-func appendRecord(dst, data []byte) []byte {
-	h := header(data)
-	return append(append(dst, h[:]...), data...)
 }
 
 func writeRecord(w *bufio.Writer, data []byte) error {
@@ -412,8 +410,6 @@ func (s *Spool) flush() {
 		close(s.appended)
 		s.appended = make(chan struct{})
 	}
-	s.m.bytes.Set(float64(s.used - sizeIfErr(err, written)))
-	s.m.records.Set(float64(s.count))
 	rotate := err == nil && s.synced >= s.opts.SegmentBytes
 	s.mu.Unlock()
 	for _, r := range reqs {
@@ -422,13 +418,6 @@ func (s *Spool) flush() {
 	if rotate {
 		s.rotate()
 	}
-}
-
-func sizeIfErr(err error, n int) int64 {
-	if err != nil {
-		return int64(n)
-	}
-	return 0
 }
 
 // rotate starts a new active segment. Called by the writer only.

@@ -97,7 +97,7 @@ func readRecordAt(f *os.File, off, limit int64) ([]byte, int64, bool) {
 	if _, err := f.ReadAt(data, off+headerLen); err != nil {
 		return nil, 0, false
 	}
-	if crc32.Update(crc32.Checksum(h[0:4], castagnoli), castagnoli, data) != binary.BigEndian.Uint32(h[4:8]) {
+	if recordCRC(h[0:4], data) != binary.BigEndian.Uint32(h[4:8]) {
 		return nil, 0, false
 	}
 	return data, headerLen + size, true
@@ -149,8 +149,6 @@ func (s *Spool) Commit(e Entry) {
 		_ = os.Remove(s.path(s.segments[0]))
 		s.segments = s.segments[1:]
 	}
-	s.m.bytes.Set(float64(s.used))
-	s.m.records.Set(float64(s.count))
 	s.mu.Unlock()
 	s.m.replayed.Inc()
 	s.lastPos = e.Pos

@@ -258,3 +258,10 @@ func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
 }
 
 type dtoMetric = dto.Metric
+
+// appendRecord frames data as the writer does, for tests that write
+// segment files by hand.
+func appendRecord(dst, data []byte) []byte {
+	h := header(data)
+	return append(append(dst, h[:]...), data...)
+}
